@@ -1,0 +1,81 @@
+"""Options and helpers shared by the sub-commands that run edits (edit, bench, ui)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional
+
+from ..config import apply_overrides
+from ..editor import default_config, method_names
+from ..models import DEFAULT_MODEL
+from ..types import ProgressEvent
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", default=DEFAULT_MODEL,
+                   help="Hub id, local diffusers folder, or single-file .safetensors (default: %(default)s)")
+    g.add_argument("--model-config", default=None,
+                   help="local diffusers config folder for a single-file checkpoint (needed offline)")
+    g.add_argument("--vae", default=None, help="optional separate VAE (Hub id, folder or .safetensors)")
+    g.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    g.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"],
+                   help="weights dtype (default: fp16 on GPU, fp32 on CPU)")
+    g.add_argument("--allow-pickle", action="store_true",
+                   help="allow pickle-based checkpoints (.ckpt/.bin/.pt), which can run code when loaded")
+
+
+def add_method_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("method")
+    g.add_argument("--method", default="dragdiffusion", choices=method_names(), help="drag method (default: %(default)s)")
+    g.add_argument("--lora-steps", type=int, default=None, help="identity-LoRA steps (0 skips LoRA)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the LoRA noise (default: %(default)s)")
+    g.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override any config field by name, e.g. --set latent_lr=0.02 (repeatable)")
+
+
+def build_config(args: argparse.Namespace, method: Optional[str] = None):
+    config = default_config(method or args.method)
+    overrides = list(args.overrides)
+    if args.lora_steps is not None:
+        overrides.insert(0, f"lora_steps={args.lora_steps}")
+    return apply_overrides(config, overrides) if overrides else config
+
+
+def load_editor(args: argparse.Namespace, lora_cache_dir: Optional[str] = None):
+    from ..editor import DragEditor
+
+    return DragEditor.from_pretrained(args.model, vae=args.vae, device=args.device, dtype=args.dtype,
+                                      config=args.model_config, allow_pickle=args.allow_pickle,
+                                      lora_cache_dir=lora_cache_dir)
+
+
+class ProgressBars:
+    """A progress callback drawing one tqdm bar per stage (LoRA, inversion, optimisation, denoising)."""
+
+    LABELS = {"lora": "identity LoRA", "inversion": "DDIM inversion", "optimization": "drag", "denoising": "denoise"}
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled and sys.stderr.isatty()
+        self.bar = None
+        self.stage = None
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if event.stage != self.stage:
+            self.close()
+            self.stage = event.stage
+            self.bar = tqdm(total=event.total, desc=self.LABELS.get(event.stage, event.stage), leave=False)
+        self.bar.n = event.step
+        if event.loss is not None:
+            self.bar.set_postfix(loss=f"{event.loss:.4g}", refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -1,0 +1,125 @@
+"""DragDiffusion (Shi et al., CVPR 2024): optimise one DDIM-inverted latent z_t by motion supervision and point
+tracking on UNet decoder features, then denoise it under reference-latent-control.
+
+    1. z0 = E(x)·s;  z_t = DDIM-inversion(z0) to t* (k = round(T·strength) steps)           (stages.invert)
+    2. for k = 0..K−1:  F, ε = UNet(ẑ_t^k);  ẑ_{t−1}^k = DDIM(ε, ẑ_t^k)
+         k > 0: h ← track(F(z_t) at h⁰, F, h, r2)                                            (Eq. 5)
+         stop when every ‖g − h‖ < 2;  L = Σ motion terms + λ‖(ẑ_{t−1} − z_{t−1})⊙(1−M)‖₁   (Eq. 3)
+         ẑ_t ← Adam step on L                                                                 (Eq. 4)
+    3. denoise [z_t, ẑ_t] with mutual self-attention on the decoder; decode the edited branch  (§3.4)
+
+Reference details kept (spec §1.3): F(z_t) is taken from step 0's forward, which also gives z_{t−1}, so the mask term's
+residual is exactly zero at step 0; the mask term is dropped when no mask is drawn.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from . import stages
+from .config import DragDiffusionConfig
+from .ddim import ddim_step
+from .models import DiffusionModel
+from .motion import active_pairs, dragdiffusion_motion_term, masked_latent_term
+from .tracking import reference_vectors_at, track_points
+from .types import DragRequest, DragResult, ProgressCallback, ProgressEvent
+
+
+@dataclass
+class LossTerms:
+    total: torch.Tensor
+    motion: list[float] = field(default_factory=list)  # per active pair, (2r1+1)²·mean
+    motion_means: list[float] = field(default_factory=list)
+    active: list[int] = field(default_factory=list)
+
+
+def drag_loss(features, handles, targets, x_prev, x_prev_0, editable_latent, has_mask: bool,
+              config: DragDiffusionConfig) -> LossTerms:
+    """Eq. 3 with the reference's scaling: Σ_i (2r1+1)²·mean|sg(F_q) − F_{q+d_i}| + λ·Σ|(ẑ_{t−1} − z_{t−1})⊙(1−M)|."""
+    active = active_pairs(handles, targets, config.stop_distance)
+    total = features.new_zeros(())
+    terms = LossTerms(total)
+    for i in active:
+        term, mean = dragdiffusion_motion_term(features, handles[i], targets[i], config.motion_radius)
+        total = total + term
+        terms.motion.append(term.item())
+        terms.motion_means.append(mean.item())
+    if has_mask and config.mask_weight > 0:
+        total = total + config.mask_weight * masked_latent_term(x_prev, x_prev_0, editable_latent)
+    terms.total, terms.active = total, active
+    return terms
+
+
+@dataclass
+class Optimization:
+    latent: torch.Tensor
+    handles: torch.Tensor
+    trajectory: list[torch.Tensor]  # handles used by each step's loss (entry 0 = start)
+    steps: int
+
+
+def optimize_latent(fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tensor, config: DragDiffusionConfig,
+                    callback: Optional[ProgressCallback] = None) -> Optimization:
+    """Motion supervision + point tracking on the single latent at t* (Adam, ≤ K steps, stop at distance < 2)."""
+    t = edit.t_star
+    z = z_t.detach().clone().float().requires_grad_(True)
+    optimizer = torch.optim.Adam([z], lr=config.latent_lr)
+    scaler = torch.amp.GradScaler(z.device.type, enabled=fm.model.dtype == torch.float16)
+    handles, targets = edit.handles.clone(), edit.targets
+    reference, x_prev_0 = None, None
+    trajectory = [handles.clone()]
+    steps = 0
+    for k in range(config.optimization_steps):
+        eps, features = fm(z, t, edit.text)
+        x_prev = ddim_step(edit.scheduler, eps, t, z)
+        if k == 0:
+            reference = reference_vectors_at(features, edit.handles)
+            x_prev_0 = x_prev.detach()
+        else:
+            handles = track_points(reference, features.detach(), handles, config.tracking_radius)
+            trajectory.append(handles.clone())
+        if not active_pairs(handles, targets, config.stop_distance):
+            break
+        loss = drag_loss(features, handles, targets, x_prev, x_prev_0, edit.editable_latent, edit.has_mask, config)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss.total).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        steps += 1
+        if callback is not None:
+            callback(ProgressEvent("optimization", k + 1, config.optimization_steps,
+                                   handles=edit.to_image_points(handles), loss=loss.total.item(), timestep=t))
+    return Optimization(z.detach(), handles, trajectory, steps)
+
+
+def drag(model: DiffusionModel, request: DragRequest, config: DragDiffusionConfig,
+         callback: Optional[ProgressCallback] = None) -> DragResult:
+    """Run DragDiffusion on ``request`` (an identity LoRA, if any, is already attached to the UNet)."""
+    timings = {}
+    clock = time.perf_counter()
+    edit = stages.prepare(model, request, config)
+    _z0, z_t = stages.invert(model, edit, config.inverted_steps, callback)
+    timings["inversion"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    with torch.enable_grad(), stages.feature_model(model, edit, config.feature_block) as fm:
+        opt = optimize_latent(fm, edit, z_t, config, callback)
+    timings["optimization"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    blocks = tuple(config.reference_attention_blocks) if config.reference_attention else None
+    _, edited = stages.denoise(model, edit, z_t if blocks else None, opt.latent, edit.t_index, blocks, callback)
+    image = stages.to_pil(model.decode(edited), request.size)
+    timings["denoising"] = time.perf_counter() - clock
+    return DragResult(
+        image=image,
+        final_handles=edit.to_image_points(opt.handles),
+        trajectory=[edit.to_image_points(h) for h in opt.trajectory],
+        timings=timings,
+        steps=opt.steps,
+        latent=edited,
+    )

@@ -1,0 +1,112 @@
+"""The editor: a model loaded once, any number of edits, any method."""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from typing import Callable, Optional
+
+import torch
+
+from . import stages
+from .config import DragDiffusionConfig
+from .lora import LoraCache, maybe_lora, train_identity_lora
+from .models import DEFAULT_MODEL, DiffusionModel
+from .types import DragRequest, DragResult, ProgressCallback
+
+logger = logging.getLogger(__name__)
+
+
+def _methods() -> dict[str, tuple[type, Callable]]:
+    """Method name → (config class, drag function). Each method module exposes ``drag(model, request, config, cb)``."""
+    from . import dragdiffusion
+
+    methods = {"dragdiffusion": (DragDiffusionConfig, dragdiffusion.drag)}
+    try:
+        from . import gooddrag
+        from .config import GoodDragConfig
+
+        methods["gooddrag"] = (GoodDragConfig, gooddrag.drag)
+    except ImportError:
+        pass
+    return methods
+
+
+def method_names() -> list[str]:
+    return list(_methods())
+
+
+def default_config(method: str):
+    methods = _methods()
+    if method not in methods:
+        from .types import DragError
+
+        raise DragError(f"unknown method {method!r}; choose from {', '.join(methods)}")
+    return methods[method][0]()
+
+
+class DragEditor:
+    """Holds a :class:`DiffusionModel` and runs edits on it.
+
+    >>> editor = DragEditor.from_pretrained("stable-diffusion-v1-5/stable-diffusion-v1-5")
+    >>> result = editor.edit(DragRequest(image, handles=[(120, 200)], targets=[(180, 200)]))
+    >>> result.image.save("edited.png")
+    """
+
+    def __init__(self, model: DiffusionModel, lora_cache: Optional[LoraCache] = None):
+        self.model = model
+        self.lora_cache = lora_cache
+
+    @classmethod
+    def from_pretrained(cls, model: str = DEFAULT_MODEL, *, lora_cache_dir: Optional[str] = None, **kwargs):
+        """Load a model (Hub id, diffusers folder or .safetensors; see :meth:`DiffusionModel.from_pretrained`)."""
+        cache = LoraCache(lora_cache_dir) if lora_cache_dir else None
+        return cls(DiffusionModel.from_pretrained(model, **kwargs), lora_cache=cache)
+
+    def edit(self, request: DragRequest, config=None, callback: Optional[ProgressCallback] = None,
+             seed: int = 0) -> DragResult:
+        """Drag ``request`` with ``config`` (a method config; default DragDiffusion with paper defaults).
+
+        ``callback(ProgressEvent)`` is called at every step of every stage; raising :class:`EditCancelled` in it
+        stops the edit. ``seed`` drives the only randomness (LoRA noise and timesteps).
+        """
+        config = config if config is not None else DragDiffusionConfig()
+        methods = {cls: fn for cls, fn in _methods().values()}
+        if type(config) not in methods:
+            raise TypeError(f"not a method config: {type(config).__name__}")
+        start = time.perf_counter()
+        weights = self.identity_lora(request, config, callback, seed)
+        lora_time = time.perf_counter() - start
+        with maybe_lora(self.model.unet, config.lora_rank, weights):
+            result = methods[type(config)](self.model, request, config, callback)
+        result.timings = {"lora": lora_time, **result.timings, "total": time.perf_counter() - start}
+        return result
+
+    def identity_lora(self, request: DragRequest, config, callback: Optional[ProgressCallback] = None,
+                      seed: int = 0) -> Optional[dict[str, torch.Tensor]]:
+        """Fine-tuned identity LoRA weights for this image (from the cache when available); None if lora_steps = 0."""
+        if config.lora_steps <= 0:
+            return None
+        key = None
+        if self.lora_cache is not None:
+            buf = io.BytesIO()
+            request.image.save(buf, format="PNG")
+            key = LoraCache.key(buf.getvalue(), request.prompt, self.model.name, str(self.model.dtype), config.lora_steps,
+                                config.lora_rank, config.lora_lr, config.lora_batch_size, config.lora_weight_decay,
+                                seed)
+            cached = self.lora_cache.get(key)
+            if cached is not None:
+                return cached
+        model = self.model
+        work = stages.working_size(request.size, model.vae_scale_factor)
+        image = request.image if work == request.size else request.image.resize(work)
+        mean, std = model.encode_posterior(model.image_to_tensor(image))
+        generator = torch.Generator(device=model.device).manual_seed(seed)
+        weights = train_identity_lora(
+            model.unet, model.scheduler_config, mean.float(), std.float(), model.encode_prompt(request.prompt),
+            steps=config.lora_steps, rank=config.lora_rank, lr=config.lora_lr, batch_size=config.lora_batch_size,
+            weight_decay=config.lora_weight_decay, generator=generator, callback=callback)
+        if self.lora_cache is not None:
+            self.lora_cache.put(key, weights)
+        return weights

@@ -1,0 +1,147 @@
+"""Identity-preserving fine-tuning (DragDiffusion §3.2, Eq. 2) with a PEFT LoRA on the UNet.
+
+L_ft = E_{ε,t} ‖ε − ε_{θ+Δθ}(α_t z + σ_t ε)‖²  on the single input image. LoRA on to_q, to_k, to_v and to_out.0 of every
+UNet attention (as the official code), rank r, alpha = r, gaussian init (down ~ N(0, 1/r), up = 0).
+The adapter lives on the shared UNet only inside :func:`attached_lora`; training returns plain tensors so they can be
+cached and re-attached for later edits of the same image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
+
+from .types import ProgressCallback, ProgressEvent
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_NAME = "dragkit_identity"
+TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
+
+
+def lora_config(rank: int) -> LoraConfig:
+    return LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=TARGET_MODULES)
+
+
+@contextmanager
+def attached_lora(unet, rank: int, weights: Optional[dict[str, torch.Tensor]] = None) -> Iterator[list]:
+    """Add the identity adapter to ``unet`` (fresh, or with ``weights``), yield its trainable parameters, remove it."""
+    unet.add_adapter(lora_config(rank), adapter_name=ADAPTER_NAME)
+    try:
+        if weights is not None:
+            set_peft_model_state_dict(unet, weights, adapter_name=ADAPTER_NAME)
+        yield [p for n, p in unet.named_parameters() if ADAPTER_NAME in n]
+    finally:
+        unet.delete_adapters(ADAPTER_NAME)
+
+
+@contextmanager
+def maybe_lora(unet, rank: int, weights: Optional[dict[str, torch.Tensor]]):
+    """:func:`attached_lora` when there are weights, otherwise nothing."""
+    if weights is None:
+        yield
+    else:
+        with attached_lora(unet, rank, weights):
+            yield
+
+
+def train_identity_lora(
+    unet,
+    scheduler_config,
+    latent_mean: torch.Tensor,
+    latent_std: torch.Tensor,
+    text_embeddings: torch.Tensor,
+    *,
+    steps: int,
+    rank: int,
+    lr: float,
+    batch_size: int,
+    weight_decay: float,
+    generator: Optional[torch.Generator] = None,
+    callback: Optional[ProgressCallback] = None,
+) -> dict[str, torch.Tensor]:
+    """Fine-tune a fresh LoRA for ``steps`` AdamW steps; return its weights (CPU float32), leaving the UNet clean.
+
+    ``latent_mean``/``latent_std`` is the VAE posterior of the image, already × the VAE scaling factor; each step draws
+    ``batch_size`` latents from it (the GoodDrag trick: encode once), a timestep t ~ U{0..T−1} and noise per sample.
+    """
+    noise_scheduler = DDPMScheduler.from_config(scheduler_config)
+    device = latent_mean.device
+    amp = unet.dtype != torch.float32
+    scaler = torch.amp.GradScaler(device.type, enabled=unet.dtype == torch.float16)
+    cond = text_embeddings.expand(batch_size, -1, -1)
+    with attached_lora(unet, rank) as params:
+        for p in params:
+            p.data = p.data.float()
+        optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay, eps=1e-8)
+        unet.train()
+        try:
+            for step in range(steps):
+                shape = (batch_size, *latent_mean.shape[1:])
+                sample = torch.randn(shape, generator=generator, device=device, dtype=latent_mean.dtype)
+                latents = latent_mean + latent_std * sample
+                noise = torch.randn(shape, generator=generator, device=device, dtype=latent_mean.dtype)
+                t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch_size,), generator=generator,
+                                  device=device)
+                noisy = noise_scheduler.add_noise(latents, noise, t)
+                target = noise_scheduler.get_velocity(latents, noise, t) if (
+                    noise_scheduler.config.prediction_type == "v_prediction") else noise
+                with torch.autocast(device.type, dtype=unet.dtype, enabled=amp):
+                    pred = unet(noisy.to(unet.dtype), t, cond.to(unet.dtype)).sample
+                loss = F.mse_loss(pred.float(), target.float())
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                if callback is not None:
+                    callback(ProgressEvent("lora", step + 1, steps, loss=loss.item()))
+        finally:
+            unet.eval()
+        weights = {k: v.detach().float().cpu().clone() for k, v in
+                   get_peft_model_state_dict(unet, adapter_name=ADAPTER_NAME).items()}
+    return weights
+
+
+class LoraCache:
+    """Identity LoRAs on disk, keyed by what determines them (image bytes, prompt, model, LoRA settings, seed).
+
+    Re-editing the same image with the same model (another drag, another method, a re-run of a benchmark) reuses the
+    fine-tuned weights instead of training again. Files are written atomically.
+    """
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+
+    @staticmethod
+    def key(*parts: object) -> str:
+        digest = hashlib.sha256()
+        for part in parts:
+            digest.update(part if isinstance(part, bytes) else repr(part).encode())
+            digest.update(b"\0")
+        return digest.hexdigest()[:32]
+
+    def _path(self, key: str) -> Path:
+        return self.directory / f"{key}.safetensors"
+
+    def get(self, key: str) -> Optional[dict[str, torch.Tensor]]:
+        path = self._path(key)
+        if not path.exists():
+            return None
+        logger.info("reusing cached identity LoRA %s", path)
+        return load_file(path)
+
+    def put(self, key: str, weights: dict[str, torch.Tensor]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self._path(key).with_suffix(".tmp")
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp))
+        tmp.replace(self._path(key))

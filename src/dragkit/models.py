@@ -1,0 +1,213 @@
+"""Loading a Stable-Diffusion-style model once, and the few operations every method needs from it.
+
+``--model`` accepts a Hub id, a local diffusers folder, or a single-file ``.safetensors`` checkpoint (with a local
+config folder when offline). Pickle-based checkpoints run code when loaded and are refused unless explicitly allowed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .types import DragError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+class ModelLoadError(DragError):
+    """The model could not be loaded; the message says why and what to pass instead."""
+
+
+def select_device(device: Optional[str] = None) -> torch.device:
+    """cuda > mps > cpu unless ``device`` names one."""
+    if device:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def select_dtype(device: torch.device, dtype: Optional[str | torch.dtype] = None) -> torch.dtype:
+    """fp16 on GPUs (cuda, mps), fp32 on CPU, unless ``dtype`` ("fp32", "fp16", "bf16") says otherwise."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+             "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    if dtype:
+        if dtype not in names:
+            raise DragError(f"unknown dtype {dtype!r}; use fp32, fp16 or bf16")
+        return names[dtype]
+    return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+
+
+@dataclass
+class DiffusionModel:
+    """The frozen components of a latent diffusion model, on one device in one dtype. Loaded once, reused."""
+
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler_config: Any
+    name: str = ""
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent pixel, from the VAE config (2^(number of down blocks − 1))."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @classmethod
+    def from_pipeline(cls, pipe, name: str = "") -> "DiffusionModel":
+        for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+            module.requires_grad_(False)
+            module.eval()
+        return cls(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler.config, name)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str = DEFAULT_MODEL,
+        *,
+        vae: Optional[str] = None,
+        device: Optional[str] = None,
+        dtype: Optional[str | torch.dtype] = None,
+        config: Optional[str] = None,
+        allow_pickle: bool = False,
+    ) -> "DiffusionModel":
+        """Load from a Hub id, a local diffusers folder or a single-file checkpoint; see :func:`load_pipeline`."""
+        dev = select_device(device)
+        dt = select_dtype(dev, dtype)
+        pipe = load_pipeline(model, torch_dtype=dt, vae=vae, config=config, allow_pickle=allow_pickle)
+        pipe.to(dev)
+        return cls.from_pipeline(pipe, name=str(model))
+
+    # --- the operations every method uses -------------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str) -> torch.Tensor:
+        """Last hidden state of the text encoder for ``prompt`` padded to the tokenizer's max length (1×77×d)."""
+        ids = self.token_ids(prompt).to(self.device)
+        return self.text_encoder(ids)[0].to(self.dtype)
+
+    def token_ids(self, prompt: str) -> torch.Tensor:
+        length = min(self.tokenizer.model_max_length, self.text_encoder.config.max_position_embeddings)
+        return self.tokenizer(prompt, padding="max_length", max_length=length,
+                              truncation=True, return_tensors="pt").input_ids
+
+    def image_to_tensor(self, image: Image.Image) -> torch.Tensor:
+        """uint8 RGB → 1×3×H×W in [−1, 1] (x = u8/127.5 − 1), on the model's device and dtype."""
+        x = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1)
+        return x.permute(2, 0, 1)[None].to(self.device, self.dtype)
+
+    @torch.no_grad()
+    def encode_posterior(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """VAE posterior (mean, std) of an image in [−1, 1], both × the VAE's own scaling factor."""
+        dist = self.vae.encode(image).latent_dist
+        s = self.vae.config.scaling_factor
+        return dist.mean * s, dist.std * s
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents → images in [0, 1] (float32, N×3×H×W)."""
+        x = self.vae.decode(latents.to(self.dtype) / self.vae.config.scaling_factor).sample
+        return (x.float() / 2 + 0.5).clamp(0, 1)
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def load_pipeline(model: str, *, torch_dtype: torch.dtype = torch.float32, vae: Optional[str] = None,
+                  config: Optional[str] = None, allow_pickle: bool = False):
+    """A ``StableDiffusionPipeline`` from a local folder, a single file, or the Hub, with clear one-line errors."""
+    from diffusers import AutoencoderKL, StableDiffusionPipeline
+
+    kwargs = dict(dtype=torch_dtype, safety_checker=None, requires_safety_checker=False)
+    path = Path(model).expanduser()
+    try:
+        if path.is_dir():
+            if not (path / "model_index.json").exists() and not (path / "unet").is_dir():
+                raise ModelLoadError(f"{model}: not a diffusers model folder (no model_index.json)")
+            pipe = StableDiffusionPipeline.from_pretrained(str(path), local_files_only=True, **kwargs)
+        elif path.is_file():
+            _check_checkpoint_format(path, allow_pickle)
+            single = dict(kwargs)
+            if config:
+                single["config"] = config
+            pipe = StableDiffusionPipeline.from_single_file(
+                str(path), local_files_only=_offline() or bool(config), **single)
+        elif HUB_ID.match(model) and not model.startswith((".", "/", "~")):
+            pipe = _from_hub(model, kwargs)
+        else:
+            raise ModelLoadError(f"model path not found: {model}")
+        if vae:
+            vae_path = Path(vae).expanduser()
+            if vae_path.is_file():
+                _check_checkpoint_format(vae_path, allow_pickle)
+                pipe.vae = AutoencoderKL.from_single_file(str(vae_path), dtype=torch_dtype)
+            elif vae_path.is_dir():
+                pipe.vae = AutoencoderKL.from_pretrained(str(vae_path), dtype=torch_dtype, local_files_only=True)
+            elif HUB_ID.match(vae):
+                pipe.vae = _from_hub(vae, dict(dtype=torch_dtype), cls=AutoencoderKL)
+            else:
+                raise ModelLoadError(f"VAE path not found: {vae}")
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # diffusers/transformers raise many kinds; the user needs one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"could not load model {model!r}: {first}") from exc
+    return pipe
+
+
+def _check_checkpoint_format(path: Path, allow_pickle: bool) -> None:
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES and not allow_pickle:
+        raise ModelLoadError(
+            f"{path.name}: pickle-based checkpoints ({suffix}) can run code when loaded; convert it to .safetensors "
+            "or pass --allow-pickle if you trust its source")
+    if suffix not in PICKLE_SUFFIXES and suffix != ".safetensors":
+        raise ModelLoadError(f"{path.name}: unsupported checkpoint format {suffix or '(none)'}; use .safetensors")
+
+
+def _from_hub(model_id: str, kwargs: dict, cls=None):
+    """Cached copy first; then the Hub with short timeouts, so an unreachable Hub fails within seconds."""
+    from diffusers import StableDiffusionPipeline
+
+    cls = cls or StableDiffusionPipeline
+    try:
+        return cls.from_pretrained(model_id, local_files_only=True, **kwargs)
+    except Exception:
+        pass
+    hint = (f"cannot fetch {model_id!r} from the Hugging Face Hub{' (HF_HUB_OFFLINE is set)' if _offline() else ''}; "
+            "download it once, or pass a local diffusers folder or a .safetensors file with --model PATH")
+    if _offline():
+        raise ModelLoadError(hint)
+    try:
+        from huggingface_hub import model_info
+
+        model_info(model_id, timeout=5)
+    except Exception as exc:
+        raise ModelLoadError(f"{hint} ({type(exc).__name__})") from None
+    return cls.from_pretrained(model_id, **kwargs)

@@ -1,0 +1,154 @@
+"""Stages shared by every drag method: preparing an edit, the UNet forward with features, inversion, the final
+reference-controlled denoising and decoding. Per-edit state lives in a fresh :class:`Edit`, never on the model.
+
+Sizes. The input image (W×H, any size) is resized bilinearly to the *working size*: each side rounded to the nearest
+multiple of the VAE factor (8 for SD), so the latent is (H_w/8)×(W_w/8) and no pixel is cropped. The feature grid is
+(int(H_w/2), int(W_w/2)) as in the reference. Points map from input pixels straight to the grid (:mod:`points`);
+the decoded result is resized bilinearly back to exactly W×H. Images whose sides are already multiples of 8 (all
+golden cases, 512×512) are not resampled at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import points
+from .ddim import ddim_invert, ddim_step, make_scheduler, start_index
+from .features import capture_features, resize_features, supervision_size
+from .models import DiffusionModel
+from .reference_attention import reference_attention
+from .types import DragRequest, ProgressCallback, ProgressEvent
+
+
+@dataclass
+class Edit:
+    """Everything one edit computes before optimisation (created per call; nothing lives on the model)."""
+
+    request: DragRequest
+    working_size: tuple[int, int]  # (W_w, H_w), multiples of the VAE factor
+    grid_hw: tuple[int, int]  # feature grid (rows, cols)
+    image: torch.Tensor  # 1×3×H_w×W_w in [−1, 1]
+    handles: torch.Tensor  # N×2 (row, col) on the grid
+    targets: torch.Tensor  # N×2 (row, col)
+    has_mask: bool
+    editable_latent: torch.Tensor  # 1×1×h×w {0,1}, 1 = may change
+    text: torch.Tensor  # 1×L×d prompt embedding
+    scheduler: object
+    t_index: int  # index of t* in scheduler.timesteps
+
+    def to_image_points(self, rc: torch.Tensor) -> list[tuple[float, float]]:
+        return points.to_image(rc, self.request.size, (self.grid_hw[1], self.grid_hw[0]))
+
+    @property
+    def t_star(self) -> int:
+        return int(self.scheduler.timesteps[self.t_index])
+
+
+def working_size(size: tuple[int, int], multiple: int) -> tuple[int, int]:
+    """Each side rounded to the nearest multiple (at least one multiple)."""
+    return tuple(max(multiple, int(round(s / multiple)) * multiple) for s in size)
+
+
+def prepare(model: DiffusionModel, request: DragRequest, config) -> Edit:
+    w, h = request.size
+    work = working_size((w, h), model.vae_scale_factor)
+    image = request.image if work == (w, h) else request.image.resize(work, Image.BILINEAR)
+    grid_hw = supervision_size((work[1], work[0]), config.supervision_scale)
+    latent_hw = (work[1] // model.vae_scale_factor, work[0] // model.vae_scale_factor)
+    mask_grid = points.mask_to_grid(request.mask, grid_hw)
+    editable_latent = torch.nn.functional.interpolate(mask_grid, size=latent_hw, mode="nearest")
+    scheduler = make_scheduler(model.scheduler_config, config.num_inference_steps)
+    return Edit(
+        request=request,
+        working_size=work,
+        grid_hw=grid_hw,
+        image=model.image_to_tensor(image),
+        handles=points.to_grid(request.handles, (w, h), (grid_hw[1], grid_hw[0])).to(model.device),
+        targets=points.to_grid(request.targets, (w, h), (grid_hw[1], grid_hw[0])).to(model.device),
+        has_mask=request.mask is not None and bool(editable_latent.sum() > 0),
+        editable_latent=editable_latent.to(model.device),
+        text=model.encode_prompt(request.prompt),
+        scheduler=scheduler,
+        t_index=start_index(config.num_inference_steps, config.inverted_steps),
+    )
+
+
+def unet_eps(model: DiffusionModel, z: torch.Tensor, t: int, text: torch.Tensor) -> torch.Tensor:
+    """Raw UNet output for latents ``z`` (any batch) at integer timestep ``t``, as float32."""
+    batch_text = text.expand(z.shape[0], -1, -1) if text.shape[0] == 1 else text
+    return model.unet(z.to(model.dtype), t, encoder_hidden_states=batch_text).sample.float()
+
+
+class FeatureModel:
+    """UNet forward that also returns F(z_t) on the supervision grid (features captured by a forward hook)."""
+
+    def __init__(self, model: DiffusionModel, capture, grid_hw: tuple[int, int]):
+        self.model, self.capture, self.grid_hw = model, capture, grid_hw
+
+    def __call__(self, z: torch.Tensor, t: int, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        eps = unet_eps(self.model, z, t, text)
+        return eps, resize_features(self.capture.pop(), self.grid_hw)
+
+
+def feature_model(model: DiffusionModel, edit: Edit, block: int):
+    """Context manager yielding a :class:`FeatureModel` for ``unet.up_blocks[block]``."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def _ctx():
+        with capture_features(model.unet, block) as capture:
+            yield FeatureModel(model, capture, edit.grid_hw)
+
+    return _ctx()
+
+
+def invert(model: DiffusionModel, edit: Edit, inverted_steps: int,
+           callback: Optional[ProgressCallback] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encode (posterior mean × scaling factor) and DDIM-invert to t*. Returns (z0, z_{t*}) in float32."""
+    z0 = model.encode_posterior(edit.image)[0].float()
+
+    def on_step(i, t, _x):
+        if callback is not None:
+            callback(ProgressEvent("inversion", i + 1, inverted_steps, timestep=int(t)))
+
+    z_t = ddim_invert(lambda x, t: unet_eps(model, x, t, edit.text), edit.scheduler, z0, inverted_steps, on_step)
+    return z0, z_t
+
+
+@torch.no_grad()
+def denoise(model: DiffusionModel, edit: Edit, source: Optional[torch.Tensor], edited: torch.Tensor, from_index: int,
+            blocks: Optional[tuple[int, ...]], callback: Optional[ProgressCallback] = None,
+            on_step=None) -> tuple[Optional[torch.Tensor], torch.Tensor]:
+    """Denoise ``edited`` (and ``source`` in lock-step) from ``timesteps[from_index]`` to the end.
+
+    With ``blocks`` the pair is denoised as a batch [source, edited] under reference attention on those decoder
+    blocks; without, ``edited`` alone (or both, uncontrolled, when a source is given).
+    """
+    from contextlib import nullcontext
+
+    timesteps = edit.scheduler.timesteps[from_index:].tolist()
+    pair = source is not None
+    z = torch.cat([source, edited]) if pair else edited
+    control = reference_attention(model.unet, blocks) if (blocks and pair) else nullcontext()
+    with control:
+        for i, t in enumerate(timesteps):
+            z = ddim_step(edit.scheduler, unet_eps(model, z, t, edit.text), t, z)
+            if on_step is not None:
+                on_step(i, t, z)
+            if callback is not None:
+                callback(ProgressEvent("denoising", i + 1, len(timesteps), timestep=int(t)))
+    return (z[:1], z[1:]) if pair else (None, z)
+
+
+def to_pil(images01: torch.Tensor, size: tuple[int, int]) -> Image.Image:
+    """1×3×h×w in [0, 1] → PIL image of ``size`` (bilinear back to the input size when the working size differs)."""
+    x = images01.float()
+    if (x.shape[-1], x.shape[-2]) != tuple(size):
+        x = torch.nn.functional.interpolate(x, size=(size[1], size[0]), mode="bilinear", align_corners=False)
+    arr = (x[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+    return Image.fromarray(arr)

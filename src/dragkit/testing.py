@@ -1,0 +1,77 @@
+"""Tiny, randomly initialised Stable-Diffusion-topology models built offline, for tests, demos and CPU benchmarks.
+
+Same block layout as SD 1.5 (4 down / 4 up blocks, cross-attention in the first three down and last three up blocks,
+16 transformer blocks) with tiny widths, a byte-level CLIP tokenizer and a 2-layer CLIP text encoder. Saved as a
+regular diffusers folder, so everything (CLI, UI, benchmark) loads it through the real loading code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP byte → printable-unicode table (the standard byte-level BPE alphabet)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    table, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+def _byte_tokenizer_files(directory: Path) -> None:
+    symbols = list(_bytes_to_unicode().values())
+    vocab = {s: i for i, s in enumerate(symbols)}
+    vocab.update({s + "</w>": i + len(symbols) for i, s in enumerate(symbols)})
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    (directory / "merges.txt").write_text("#version: 0.2\n")
+
+
+def build_tiny_pipeline(seed: int = 0, width: int = 16, text_dim: int = 16, sample_size: int = 16):
+    """A random StableDiffusionPipeline with SD-1.5 topology and tiny widths (~0.3 M UNet parameters)."""
+    import tempfile
+
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(width, width, 2 * width, 2 * width), norm_num_groups=8, cross_attention_dim=text_dim,
+        attention_head_dim=2,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 16, 16), layers_per_block=1,
+        norm_num_groups=8, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=514, hidden_size=text_dim, intermediate_size=2 * text_dim, num_hidden_layers=2,
+        num_attention_heads=2, max_position_embeddings=77, bos_token_id=512, eos_token_id=513, pad_token_id=513))
+    with tempfile.TemporaryDirectory() as tmp:
+        _byte_tokenizer_files(Path(tmp))
+        tokenizer = CLIPTokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"),
+                                  pad_token="<|endoftext|>", model_max_length=77)
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)
+    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+
+
+def save_tiny_model(directory: str | Path, seed: int = 0, **kwargs) -> Path:
+    """Build :func:`build_tiny_pipeline` and save it as a diffusers folder (safetensors). Returns the folder."""
+    directory = Path(directory)
+    build_tiny_pipeline(seed, **kwargs).save_pretrained(str(directory), safe_serialization=True)
+    return directory
