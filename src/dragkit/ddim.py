@@ -48,6 +48,24 @@ def ddim_step(scheduler: DDIMScheduler, model_output: torch.Tensor, t: int, samp
     return scheduler.step(model_output, t, sample, eta=0.0, return_dict=False)[0]
 
 
+def inversion_timesteps(scheduler: DDIMScheduler, inverted_steps: int) -> list[int]:
+    """The ``inverted_steps`` smallest timesteps in increasing order (1, 21, …, t*)."""
+    return scheduler.timesteps.flip(0)[:inverted_steps].tolist()
+
+
+def ddim_inversion_step(eps_model: Callable[[torch.Tensor, int], torch.Tensor], scheduler: DDIMScheduler,
+                        x: torch.Tensor, t: int) -> torch.Tensor:
+    """One inversion step from the level below t up to t.
+
+    As the reference: the UNet is queried at the *destination* timestep t with the latent still at the level below,
+    and the clean latent sits at ᾱ[0] (not 1). ``eps_model(x, t)`` returns the raw UNet output.
+    """
+    a_cur, a_next = alpha_prev(scheduler, t), scheduler.alphas_cumprod[t]
+    eps = epsilon_from_output(scheduler, eps_model(x, t), x, a_cur)
+    x0 = (x - (1 - a_cur).sqrt() * eps) / a_cur.sqrt()
+    return a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+
+
 @torch.no_grad()
 def ddim_invert(
     eps_model: Callable[[torch.Tensor, int], torch.Tensor],
@@ -56,18 +74,10 @@ def ddim_invert(
     inverted_steps: int,
     on_step: Optional[Callable[[int, int, torch.Tensor], None]] = None,
 ) -> torch.Tensor:
-    """Deterministic DDIM inversion z₀ → z_{t*} over the ``inverted_steps`` smallest timesteps (1, 21, …, t*).
-
-    As the reference: the UNet is queried at the *destination* timestep t with the latent still at the level below,
-    and the clean latent sits at ᾱ[0] (not 1). ``eps_model(x, t)`` returns the raw UNet output.
-    """
-    timesteps = scheduler.timesteps.flip(0)[:inverted_steps].tolist()
+    """Deterministic DDIM inversion z₀ → z_{t*} over the ``inverted_steps`` smallest timesteps (1, 21, …, t*)."""
     x = z0
-    for i, t in enumerate(timesteps):
-        a_cur, a_next = alpha_prev(scheduler, t), scheduler.alphas_cumprod[t]
-        eps = epsilon_from_output(scheduler, eps_model(x, t), x, a_cur)
-        x0 = (x - (1 - a_cur).sqrt() * eps) / a_cur.sqrt()
-        x = a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+    for i, t in enumerate(inversion_timesteps(scheduler, inverted_steps)):
+        x = ddim_inversion_step(eps_model, scheduler, x, t)
         if on_step is not None:
             on_step(i, t, x)
     return x
