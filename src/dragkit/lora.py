@@ -43,6 +43,19 @@ def attached_lora(unet, rank: int, weights: Optional[dict[str, torch.Tensor]] = 
         yield [p for n, p in unet.named_parameters() if ADAPTER_NAME in n]
     finally:
         unet.delete_adapters(ADAPTER_NAME)
+        _unwrap_tuner_layers(unet)
+
+
+def _unwrap_tuner_layers(module) -> None:
+    """Put back the original layers wherever a (now adapter-less) peft wrapper is left, so the shared UNet is exactly
+    what was loaded (``delete_adapters`` alone leaves some wrappers in place, which changes state-dict keys)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for name, child in list(module.named_children()):
+        if isinstance(child, BaseTunerLayer):
+            setattr(module, name, child.get_base_layer())
+        else:
+            _unwrap_tuner_layers(child)
 
 
 @contextmanager
