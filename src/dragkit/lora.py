@@ -94,8 +94,10 @@ def train_identity_lora(
     scaler = torch.amp.GradScaler(device.type, enabled=unet.dtype == torch.float16)
     cond = text_embeddings.expand(batch_size, -1, -1)
     with attached_lora(unet, rank) as params:
-        for p in params:
+        for name, p in zip([n for n, _ in unet.named_parameters() if ADAPTER_NAME in n], params):
             p.data = p.data.float()
+            if "lora_A" in name:  # gaussian init N(0, 1/r), drawn from *our* generator so edits are reproducible
+                p.data.normal_(0.0, 1.0 / rank, generator=generator)
         optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay, eps=1e-8)
         unet.train()
         try:
