@@ -3,7 +3,7 @@ information-preserving motion supervision (§3.4), on the same primitives as Dra
 
     1. z0 = E(x)·s;  z_{t*} = DDIM-inversion(z0), k = round(T·strength) steps (t* = 741)            (stages.invert)
     2. for the first T_d denoising steps t_i = t*, t*−20, …  (schedule: :mod:`dragkit.aldd`):
-         x̄ (undragged source branch): F_orig[t_i] = F(x̄_{t_i}),  x̄_{t_i−1} = DDIM(x̄_{t_i})   (once per edit, on device)
+         x̄ (undragged source branch): F_orig[t_i] = F(x̄_{t_i}), x̄_{t_i−1} = DDIM(x̄_{t_i})  (once per edit, on device)
          new Adam on ẑ = z_{t_i};  initial tracking h ← track(F_orig[t_i] at h⁰, F(ẑ), h, r2)
          up to B times: stop if all ‖g − h‖ < 2 or no handle moved in the last `early_stop_trackings` trackings;
            J × [ L = Σ_i (2r1)²·mean|sg(F_orig[t_i])_{Ω(h⁰_i)} − F(ẑ)_{Ω(h_i + d_i)}|                        (Eq. 8)
@@ -14,10 +14,10 @@ information-preserving motion supervision (§3.4), on the same primitives as Dra
     3. denoise [x̄, z] to the end with mutual self-attention on up_blocks 2, 3 (installed when dragging ends);
        decode the edited branch.
 
-Paper vs official code (spec §4): we follow the code. The features are up_blocks[2]'s output, not the UNet's last
-layer; the motion term's factor is (2r1)², not (2r1+1)²; the λ-term is always on, so with no mask drawn the whole latent
-is pinned (``regularize_without_mask=False`` drops it instead); λ = 0.2 as the UI and paper (the bench script uses 0.1
-and early stop 5); mutual self-attention is off while dragging.
+Paper vs official code (spec §4): we follow the code. The features are up_blocks[2]'s output, not the UNet's
+last layer; the motion term's factor is (2r1)², not (2r1+1)²; the λ-term is always on, so with no mask drawn the
+whole latent is pinned (``regularize_without_mask=False`` drops it instead); λ = 0.2 as the UI and paper (the bench
+script uses 0.1 and early stop 5); mutual self-attention is off while dragging.
 
 Departures from the code that do not change the maths: windows are clipped / sampled with clamped indices at borders;
 the undragged trajectory is computed lazily, one forward per drag step on the device (the code precomputes T_d + 1
@@ -49,14 +49,14 @@ from .types import DragRequest, DragResult, ProgressCallback, ProgressEvent
 logger = logging.getLogger(__name__)
 
 
-# --- maths (pure functions on tensors) --------------------------------------------------------------------------------
+# --- maths (pure functions on tensors) -----------------------------------------------------------------------------
 
 def gooddrag_loss(features: torch.Tensor, reference_features: torch.Tensor, handles: torch.Tensor,
                   initial_handles: torch.Tensor, targets: torch.Tensor, x_prev: torch.Tensor,
                   x_prev_reference: torch.Tensor, editable: Optional[torch.Tensor],
                   config: GoodDragConfig) -> LossTerms:
-    """Eq. 8 with the code's scaling: Σ_i (2r1)²·mean|sg(F_orig)_{Ω(h⁰_i)} − F_{Ω(h_i+d_i)}| over pairs still ≥ the stop
-    distance, + λ·Σ|(x_{t−1} − x̄_{t−1})⊙(1 − editable)|. ``editable`` None drops the λ-term."""
+    """Eq. 8 with the code's scaling: Σ_i (2r1)²·mean|sg(F_orig)_{Ω(h⁰_i)} − F_{Ω(h_i+d_i)}| over the pairs still at
+    ≥ the stop distance, + λ·Σ|(x_{t−1} − x̄_{t−1})⊙(1 − editable)|. ``editable`` None drops the λ-term."""
     active = active_pairs(handles, targets, config.stop_distance)
     total = features.new_zeros(())
     terms = LossTerms(total)
@@ -80,7 +80,7 @@ def regularized_region(edit: stages.Edit, config: GoodDragConfig) -> Optional[to
     return torch.zeros_like(edit.editable_latent) if config.regularize_without_mask else None
 
 
-# --- one UNet evaluation and the undragged trajectory -----------------------------------------------------------------
+# --- one UNet evaluation and the undragged trajectory --------------------------------------------------------------
 
 @dataclass
 class Forward:
@@ -121,7 +121,7 @@ def undragged_step(fm: stages.FeatureModel, edit: stages.Edit, source: torch.Ten
     return undragged_from(forward(fm, edit, source, t), edit.handles)
 
 
-# --- the ops the AlDD schedule drives ---------------------------------------------------------------------------------
+# --- the ops the AlDD schedule drives ------------------------------------------------------------------------------
 
 @dataclass
 class TrackingEvent:
@@ -222,7 +222,7 @@ class _AlddRun:
         return draw_points(image, self.edit.to_image_points(self.handles), request.targets)
 
 
-# --- the method -------------------------------------------------------------------------------------------------------
+# --- the method ----------------------------------------------------------------------------------------------------
 
 @dataclass
 class DragPhase:

@@ -36,7 +36,7 @@ def add_parser(sub) -> None:
     out.add_argument("--out", required=True, help="edited image (same size as the input)")
     out.add_argument("--json", dest="json_out", help="also write {request, final_handles, trajectory, timings}")
     out.add_argument("--trajectory", metavar="ANIMATION.gif",
-                     help="also write an animation of the edit: intermediate results with the moving handles (gooddrag)")
+                     help="also write an animation of the edit (gooddrag): intermediate results, moving handles")
     out.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
