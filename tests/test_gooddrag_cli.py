@@ -22,6 +22,14 @@ SMALL = dict(num_inference_steps=10, drag_denoise_steps=2, trackings_per_denoise
              lora_steps=0)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model on a shared 2-core machine: one thread avoids OpenMP contention
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     from dragkit.testing import save_tiny_model
@@ -40,7 +48,6 @@ def test_api_odd_size_border_handles_progress_and_animation(tiny):
     from dragkit.editor import DragEditor
     from dragkit.models import DiffusionModel
 
-    torch.set_num_threads(1)
     editor = DragEditor(DiffusionModel.from_pretrained(str(tiny), device="cpu", dtype="fp32"))
     w, h = 100, 60  # not multiples of 8: working size 96×64, grid 32×48
     mask = np.zeros((h, w), np.uint8)
@@ -73,7 +80,6 @@ def test_api_without_mask_and_without_animation(tiny):
     from dragkit.editor import DragEditor
     from dragkit.models import DiffusionModel
 
-    torch.set_num_threads(1)
     editor = DragEditor(DiffusionModel.from_pretrained(str(tiny), device="cpu", dtype="fp32"))
     request = DragRequest(photo(64, 48, seed=1), handles=[(20, 20)], targets=[(40, 24)])
     for cfg in (GoodDragConfig(**SMALL), GoodDragConfig(**SMALL, regularize_without_mask=False)):
