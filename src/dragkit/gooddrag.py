@@ -38,6 +38,7 @@ import torch
 
 from . import stages
 from .aldd import INITIAL, AlddPlan, run_aldd
+from .animation import draw_points
 from .config import GoodDragConfig
 from .ddim import ddim_step
 from .dragdiffusion import LossTerms
@@ -211,8 +212,6 @@ class _AlddRun:
     @torch.no_grad()
     def _frame_of(self, fwd: Optional[Forward]):
         """The decoded prediction x̂0 of ``fwd`` (the input image before any step) with the current handles."""
-        from .animation import draw_points
-
         request = self.edit.request
         if fwd is None:
             image = request.image
@@ -271,8 +270,6 @@ def drag(model: DiffusionModel, request: DragRequest, config: GoodDragConfig,
     timings["denoising"] = time.perf_counter() - clock
     frames = None
     if config.animation:
-        from .animation import draw_points
-
         final_handles = edit.to_image_points(phase.handles)
         frames = phase.frames + [draw_points(image, final_handles, request.targets)]
     return DragResult(
