@@ -146,6 +146,16 @@ def test_timesteps_t_star_and_drag_timesteps(case):
     assert planned[:len(traj["drag_timesteps"])] == traj["drag_timesteps"]
 
 
+def test_reference_attention_layers(case, model):
+    """Mutual self-attention after dragging: the self-attention of the last six decoder transformer blocks."""
+    from dragkit.reference_attention import controlled_layer_names
+
+    names = controlled_layer_names(model.unet, case.config.reference_attention_blocks)
+    blocks = case.traj["masactrl"]["controlled_transformer_blocks"]
+    assert len(names) == len(blocks) == 6
+    assert all(n.startswith(("up_blocks.2.", "up_blocks.3.")) and ".attn1." in n for n in names)
+
+
 def test_mask_and_point_mapping(case):
     edit, out = case.edit, case.out
     assert list(edit.grid_hw) == case.traj["sup_res_hw"]
