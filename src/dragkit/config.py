@@ -115,3 +115,59 @@ def apply_overrides(cfg: Any, assignments: list[str]) -> Any:
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     d = dataclasses.asdict(cfg)
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+@dataclass(frozen=True)
+class GoodDragConfig:
+    """GoodDrag (Zhang et al., ICLR 2025): Alternating Drag and Denoising (AlDD) with information-preserving motion
+    supervision; defaults as the official code's UI (commit fc01bc1, spec §2; the bench script differs where noted)."""
+
+    # --- DDIM (paper §3.1) ---
+    num_inference_steps: int = 50  # T: DDIM steps of the full schedule ("leading" spacing, offset 1)
+    inversion_strength: float = 0.75  # round(T·strength) = 38 inverted steps → the drag starts at t* = 741
+    # --- AlDD (paper §3.3) ---
+    drag_denoise_steps: int = 7  # T_d ("drag_end_step"): denoising steps after inversion preceded by drag operations
+    trackings_per_denoise: int = 10  # B: point trackings (drag operations) per denoising step
+    supervision_steps_per_tracking: int = 3  # J: motion-supervision (Adam) steps per point tracking
+    early_stop_trackings: int = 10  # stop dragging after this many consecutive trackings moving no handle (bench: 5)
+    # --- information-preserving motion supervision (paper §3.4, Eq. 8) ---
+    latent_lr: float = 0.02  # η: Adam learning rate on the latent; a new optimiser at every denoising step
+    drag_step_size: float = 4.0  # β: the shifted patch sits at h + d·min(β, ‖g − h‖) (feature px)
+    motion_radius: int = 4  # r1: patch (2r1+1)², loss = (2r1)²·mean L1 (the code's factor)
+    tracking_radius: int = 12  # r2: point-tracking window (2r2+1)², clipped to the map (the code does not clip)
+    mask_weight: float = 0.2  # λ: weight of Σ|(x_{t−1}(ẑ) − x̄_{t−1})⊙(1−M)| vs the undragged trajectory (bench: 0.1)
+    regularize_without_mask: bool = True  # code: with no mask drawn the whole latent is pinned; False drops the λ-term
+    stop_distance: float = 2.0  # stop when every handle is < this many feature px from its target
+    feature_block: int = 2  # F: output of unet.up_blocks[feature_block] (reference "feature index 3")
+    supervision_scale: float = 0.5  # feature map is bilinearly resized to (int(s·H), int(s·W)) of the image
+    # --- reference-latent control after the drag phase ---
+    reference_attention: bool = True  # mutual self-attention for the denoising steps after dragging ends
+    reference_attention_blocks: tuple[int, ...] = (2, 3)  # decoder up_blocks whose self-attention reads the source K/V
+    # --- outputs ---
+    animation: bool = False  # also return decoded intermediate results with the handles drawn (DragResult.frames)
+    # --- identity-preserving LoRA (as DragDiffusion, 70 steps) ---
+    lora_steps: int = 70  # fine-tuning steps (0 = no LoRA)
+    lora_rank: int = 16  # LoRA rank on to_q, to_k, to_v, to_out.0 of every UNet attention (alpha = rank)
+    lora_lr: float = 5e-4  # AdamW learning rate
+    lora_batch_size: int = 4  # images (noise draws) per LoRA step
+    lora_weight_decay: float = 1e-2  # AdamW weight decay
+
+    method = "gooddrag"
+
+    def __post_init__(self):
+        _validate_common(self)
+        for name in ("drag_denoise_steps", "trackings_per_denoise"):
+            if getattr(self, name) < 0:
+                raise DragError(f"{name} must be >= 0")
+        for name in ("supervision_steps_per_tracking", "early_stop_trackings"):
+            if getattr(self, name) < 1:
+                raise DragError(f"{name} must be >= 1")
+        if self.drag_step_size <= 0:
+            raise DragError("drag_step_size must be > 0")
+        if self.stop_distance < 0:
+            raise DragError("stop_distance must be >= 0")
+
+    @property
+    def inverted_steps(self) -> int:
+        """k = round(T·strength), with Python's round (half to even) as the reference: 0.75 → 38."""
+        return round(self.num_inference_steps * self.inversion_strength)

@@ -109,6 +109,8 @@ class DragResult:
         timings: wall-clock seconds per stage ("lora", "inversion", "optimization", "denoising", "total").
         steps: number of latent-optimisation (Adam) steps taken.
         latent: the final latent before decoding (useful for tests and chaining).
+        frames: an animation of the edit (decoded intermediate results with the handles drawn), when the method
+            config asked for one (GoodDrag ``animation=True``); otherwise None.
     """
 
     image: Image.Image
@@ -117,3 +119,4 @@ class DragResult:
     timings: dict[str, float] = field(default_factory=dict)
     steps: int = 0
     latent: Optional[object] = None
+    frames: Optional[list[Image.Image]] = None

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from pathlib import Path
 
-from ..config import config_to_dict
+from ..animation import save_animation
+from ..config import config_fields, config_to_dict
 from ..io import (load_image, load_mask, parse_drag, read_dragbench_sample, read_request_file, request_to_json,
                   save_image_atomic, save_json_atomic)
 from ..types import DragError, DragRequest
@@ -33,6 +35,8 @@ def add_parser(sub) -> None:
     out = p.add_argument_group("output")
     out.add_argument("--out", required=True, help="edited image (same size as the input)")
     out.add_argument("--json", dest="json_out", help="also write {request, final_handles, trajectory, timings}")
+    out.add_argument("--trajectory", metavar="ANIMATION.gif",
+                     help="also write an animation of the edit (gooddrag): intermediate results, moving handles")
     out.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -64,9 +68,19 @@ def _read_request(args) -> tuple[DragRequest, str, str | None]:
     return req, args.image, args.mask
 
 
+def _with_animation(config, path: str):
+    if "animation" not in config_fields(type(config)):
+        raise DragError(f"--trajectory is not supported by --method {config.method}; use --method gooddrag")
+    if Path(path).suffix.lower() != ".gif":
+        raise DragError(f"--trajectory {path}: the animation is written as a .gif")
+    return dataclasses.replace(config, animation=True)
+
+
 def run(args: argparse.Namespace) -> int:
     request, image_path, mask_path = _read_request(args)
     config = build_config(args)
+    if args.trajectory:
+        config = _with_animation(config, args.trajectory)
     if Path(args.out).suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"):
         raise DragError(f"--out {args.out}: use an image extension such as .png")
     editor = load_editor(args)
@@ -76,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         bars.close()
     save_image_atomic(result.image, args.out)
+    if args.trajectory:
+        save_animation(result.frames or [], args.trajectory)
     if args.json_out:
         save_json_atomic({
             "request": request_to_json(request, image_path, mask_path),

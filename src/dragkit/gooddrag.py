@@ -1,0 +1,283 @@
+"""GoodDrag (Zhang et al., ICLR 2025): drag operations alternated with denoising steps (AlDD, §3.3) and
+information-preserving motion supervision (§3.4), on the same primitives as DragDiffusion.
+
+    1. z0 = E(x)·s;  z_{t*} = DDIM-inversion(z0), k = round(T·strength) steps (t* = 741)            (stages.invert)
+    2. for the first T_d denoising steps t_i = t*, t*−20, …  (schedule: :mod:`dragkit.aldd`):
+         x̄ (undragged source branch): F_orig[t_i] = F(x̄_{t_i}), x̄_{t_i−1} = DDIM(x̄_{t_i})  (once per edit, on device)
+         new Adam on ẑ = z_{t_i};  initial tracking h ← track(F_orig[t_i] at h⁰, F(ẑ), h, r2)
+         up to B times: stop if all ‖g − h‖ < 2 or no handle moved in the last `early_stop_trackings` trackings;
+           J × [ L = Σ_i (2r1)²·mean|sg(F_orig[t_i])_{Ω(h⁰_i)} − F(ẑ)_{Ω(h_i + d_i)}|                        (Eq. 8)
+                     + λ·Σ|(x_{t_i−1}(ẑ) − x̄_{t_i−1})⊙(1−M)|,   d_i = (g_i − h_i)/‖g_i − h_i‖·min(β, ‖g_i − h_i‖);
+                 Adam step ]
+           h ← track(F_orig[t_i] at h⁰, F(ẑ) of the last supervision forward, h, r2)   (one update stale)
+         z_{t_{i+1}} = DDIM(ẑ) (no attention control)
+    3. denoise [x̄, z] to the end with mutual self-attention on up_blocks 2, 3 (installed when dragging ends);
+       decode the edited branch.
+
+Paper vs official code (spec §4): we follow the code. The features are up_blocks[2]'s output, not the UNet's
+last layer; the motion term's factor is (2r1)², not (2r1+1)²; the λ-term is always on, so with no mask drawn the
+whole latent is pinned (``regularize_without_mask=False`` drops it instead); λ = 0.2 as the UI and paper (the bench
+script uses 0.1 and early stop 5); mutual self-attention is off while dragging.
+
+Departures from the code that do not change the maths: windows are clipped / sampled with clamped indices at borders;
+the undragged trajectory is computed lazily, one forward per drag step on the device (the code precomputes T_d + 1
+steps on the CPU and re-denoises the source in a batch of two); the stop test runs before the forward it would waste;
+the forward of an unchanged latent is reused for the denoising step. At t* the edited latent *is* the source, so the
+undragged x̄_{t*−1} is taken from the first supervision forward itself: the λ-term's residual is exactly zero at the
+first step, as in the code (golden README §7.3).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from . import stages
+from .aldd import INITIAL, AlddPlan, run_aldd
+from .animation import draw_points
+from .config import GoodDragConfig
+from .ddim import ddim_step
+from .dragdiffusion import LossTerms
+from .models import DiffusionModel
+from .motion import active_pairs, gooddrag_motion_term, masked_latent_term
+from .tracking import reference_vectors_at, track_points
+from .types import DragRequest, DragResult, ProgressCallback, ProgressEvent
+
+logger = logging.getLogger(__name__)
+
+
+# --- maths (pure functions on tensors) -----------------------------------------------------------------------------
+
+def gooddrag_loss(features: torch.Tensor, reference_features: torch.Tensor, handles: torch.Tensor,
+                  initial_handles: torch.Tensor, targets: torch.Tensor, x_prev: torch.Tensor,
+                  x_prev_reference: torch.Tensor, editable: Optional[torch.Tensor],
+                  config: GoodDragConfig) -> LossTerms:
+    """Eq. 8 with the code's scaling: Σ_i (2r1)²·mean|sg(F_orig)_{Ω(h⁰_i)} − F_{Ω(h_i+d_i)}| over the pairs still at
+    ≥ the stop distance, + λ·Σ|(x_{t−1} − x̄_{t−1})⊙(1 − editable)|. ``editable`` None drops the λ-term."""
+    active = active_pairs(handles, targets, config.stop_distance)
+    total = features.new_zeros(())
+    terms = LossTerms(total)
+    for i in active:
+        term, mean = gooddrag_motion_term(features, reference_features, handles[i], initial_handles[i], targets[i],
+                                          config.motion_radius, config.drag_step_size)
+        total = total + term
+        terms.motion.append(term.item())
+        terms.motion_means.append(mean.item())
+    if editable is not None and config.mask_weight > 0:
+        total = total + config.mask_weight * masked_latent_term(x_prev, x_prev_reference, editable)
+    terms.total, terms.active = total, active
+    return terms
+
+
+def regularized_region(edit: stages.Edit, config: GoodDragConfig) -> Optional[torch.Tensor]:
+    """The ``editable`` map of the λ-term: the drawn mask; with none, all-zero (the code pins the whole latent) or
+    None (term dropped) when ``regularize_without_mask`` is off."""
+    if edit.has_mask:
+        return edit.editable_latent
+    return torch.zeros_like(edit.editable_latent) if config.regularize_without_mask else None
+
+
+# --- one UNet evaluation and the undragged trajectory --------------------------------------------------------------
+
+@dataclass
+class Forward:
+    """One UNet evaluation of ``latent`` at ``t``: features on the grid, ε and the DDIM step x_{t−1}."""
+
+    t: int
+    latent: torch.Tensor  # detached copy of the evaluated latent
+    features: torch.Tensor
+    eps: torch.Tensor
+    x_prev: torch.Tensor
+
+
+def forward(fm: stages.FeatureModel, edit: stages.Edit, z: torch.Tensor, t: int) -> Forward:
+    """Evaluate ``z`` at ``t`` (differentiable when grad is enabled and ``z`` requires it)."""
+    eps, features = fm(z, t, edit.text)
+    return Forward(t, z.detach(), features, eps, ddim_step(edit.scheduler, eps, t, z))
+
+
+@dataclass
+class UndraggedStep:
+    """The undragged trajectory at one drag timestep: F_orig[t], x̄_{t−1}[t] and the tracking descriptors."""
+
+    t: int
+    features: torch.Tensor  # F_orig[t] = F(x̄_t)
+    x_prev: torch.Tensor  # x̄_{t−1}[t], the λ-term's target and the source branch's next latent
+    vectors: torch.Tensor  # N×C: F_orig[t] at the initial handles
+
+
+def undragged_from(fwd: Forward, initial_handles: torch.Tensor) -> UndraggedStep:
+    """The undragged step from an evaluation of the source latent itself (same tensors, detached)."""
+    features = fwd.features.detach()
+    return UndraggedStep(fwd.t, features, fwd.x_prev.detach(), reference_vectors_at(features, initial_handles))
+
+
+@torch.no_grad()
+def undragged_step(fm: stages.FeatureModel, edit: stages.Edit, source: torch.Tensor, t: int) -> UndraggedStep:
+    """Evaluate the source branch x̄_t once (no grad)."""
+    return undragged_from(forward(fm, edit, source, t), edit.handles)
+
+
+# --- the ops the AlDD schedule drives ------------------------------------------------------------------------------
+
+@dataclass
+class TrackingEvent:
+    step: int  # drag step index i
+    t: int
+    kind: str  # aldd.INITIAL or aldd.AFTER_SUPERVISION
+    supervision_steps_so_far: int
+    before: torch.Tensor  # N×2 (row, col)
+    after: torch.Tensor
+    moved: bool
+
+
+class _AlddRun:
+    """Per-edit state of the drag phase (created for one edit, then dropped). Implements :class:`aldd.AlddOps`."""
+
+    def __init__(self, model: DiffusionModel, fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tensor,
+                 config: GoodDragConfig, total_steps: int, callback: Optional[ProgressCallback]):
+        self.model, self.fm, self.edit, self.config, self.callback = model, fm, edit, config, callback
+        self.total_steps = total_steps
+        self.latent = z_t.detach().float()  # edited branch, at the current drag timestep
+        self.source = self.latent  # undragged branch x̄
+        self.handles = edit.handles.clone()
+        self.editable = regularized_region(edit, config)
+        self.events: list[TrackingEvent] = []
+        self.trajectory = [self.handles.clone()]
+        self.frames = [self._frame_of(None)] if config.animation else []
+        self.supervision_steps = 0
+        self.z = self.optimizer = self.scaler = self.undragged = None
+        self.pending: Optional[Forward] = None  # evaluation of the current z, not yet used by a supervision step
+        self.last: Optional[Forward] = None  # evaluation used by the latest supervision step (pre-update)
+
+    def timestep(self, step: int) -> int:
+        return int(self.edit.scheduler.timesteps[self.edit.t_index + step])
+
+    def begin(self, step: int) -> None:
+        t = self.timestep(step)
+        self.z = self.latent.clone().requires_grad_(True)
+        self.optimizer = torch.optim.Adam([self.z], lr=self.config.latent_lr)
+        self.scaler = torch.amp.GradScaler(self.z.device.type, enabled=self.model.dtype == torch.float16)
+        self.pending = forward(self.fm, self.edit, self.z, t)  # initial tracking + first supervision step
+        self.last = None
+        if torch.equal(self.latent, self.source):  # at t*: the source itself → λ-residual exactly 0 at step 1
+            self.undragged = undragged_from(self.pending, self.edit.handles)
+        else:
+            self.undragged = undragged_step(self.fm, self.edit, self.source, t)
+
+    def track(self, step: int, kind: str) -> bool:
+        fwd = self.pending if kind == INITIAL else self.last  # after J steps: the stale, pre-update features
+        new = track_points(self.undragged.vectors, fwd.features.detach(), self.handles, self.config.tracking_radius)
+        moved = not torch.equal(new, self.handles)
+        self.events.append(TrackingEvent(step, fwd.t, kind, self.supervision_steps, self.handles, new, moved))
+        self.handles = new
+        self.trajectory.append(new.clone())
+        if self.config.animation:
+            self.frames.append(self._frame_of(fwd))
+        return moved
+
+    def reached(self) -> bool:
+        return not active_pairs(self.handles, self.edit.targets, self.config.stop_distance)
+
+    def supervise(self, step: int) -> None:
+        fwd = self.pending if self.pending is not None else forward(self.fm, self.edit, self.z, self.timestep(step))
+        self.pending = None
+        u = self.undragged
+        terms = gooddrag_loss(fwd.features, u.features, self.handles, self.edit.handles, self.edit.targets, fwd.x_prev,
+                              u.x_prev, self.editable, self.config)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(terms.total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.last = Forward(fwd.t, fwd.latent, fwd.features.detach(), fwd.eps.detach(), fwd.x_prev.detach())
+        self.supervision_steps += 1
+        if self.callback is not None:
+            self.callback(ProgressEvent("optimization", self.supervision_steps, self.total_steps,
+                                        handles=self.edit.to_image_points(self.handles), loss=terms.total.item(),
+                                        timestep=fwd.t))
+
+    @torch.no_grad()
+    def denoise(self, step: int) -> None:
+        t = self.timestep(step)
+        z = self.z.detach()
+        eps = self.pending.eps.detach() if self.pending is not None else self.fm(z, t, self.edit.text)[0]
+        self.latent = ddim_step(self.edit.scheduler, eps, t, z)
+        self.source = self.undragged.x_prev
+        self.pending = self.last = self.undragged = None
+
+    @torch.no_grad()
+    def _frame_of(self, fwd: Optional[Forward]):
+        """The decoded prediction x̂0 of ``fwd`` (the input image before any step) with the current handles."""
+        request = self.edit.request
+        if fwd is None:
+            image = request.image
+        else:
+            x0 = self.edit.scheduler.step(fwd.eps.detach(), fwd.t, fwd.latent, eta=0.0).pred_original_sample
+            image = stages.to_pil(self.model.decode(x0), request.size)
+        return draw_points(image, self.edit.to_image_points(self.handles), request.targets)
+
+
+# --- the method ----------------------------------------------------------------------------------------------------
+
+@dataclass
+class DragPhase:
+    latent: torch.Tensor  # edited latent after the drag phase's denoising steps
+    source: torch.Tensor  # undragged latent at the same timestep
+    next_index: int  # index into scheduler.timesteps where the final denoising starts
+    handles: torch.Tensor
+    trajectory: list[torch.Tensor]  # handles at the start and after every tracking
+    events: list[TrackingEvent]
+    supervision_steps: int
+    stop_reason: str
+    frames: list
+
+
+def drag_phase(model: DiffusionModel, fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tensor,
+               config: GoodDragConfig, callback: Optional[ProgressCallback] = None) -> DragPhase:
+    """AlDD from the inverted latent ``z_t``: the T_d drag-and-denoise steps (see the module docstring)."""
+    plan = AlddPlan.from_config(config, len(edit.scheduler.timesteps) - edit.t_index)
+    run = _AlddRun(model, fm, edit, z_t, config, plan.max_supervision_steps, callback)
+    outcome = run_aldd(plan, run)
+    logger.info("drag phase: %d denoising steps, %d supervision steps, %d trackings, stop: %s",
+                outcome.drag_steps_run, outcome.supervision_steps, outcome.trackings, outcome.stop_reason)
+    return DragPhase(run.latent, run.source, edit.t_index + outcome.drag_steps_run, run.handles, run.trajectory,
+                     run.events, outcome.supervision_steps, outcome.stop_reason, run.frames)
+
+
+def drag(model: DiffusionModel, request: DragRequest, config: GoodDragConfig,
+         callback: Optional[ProgressCallback] = None) -> DragResult:
+    """Run GoodDrag on ``request`` (an identity LoRA, if any, is already attached to the UNet)."""
+    timings = {}
+    clock = time.perf_counter()
+    edit = stages.prepare(model, request, config)
+    _z0, z_t = stages.invert(model, edit, config.inverted_steps, callback)
+    timings["inversion"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    with torch.enable_grad(), stages.feature_model(model, edit, config.feature_block) as fm:
+        phase = drag_phase(model, fm, edit, z_t, config, callback)
+    timings["optimization"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    blocks = tuple(config.reference_attention_blocks) if config.reference_attention else None
+    _, edited = stages.denoise(model, edit, phase.source if blocks else None, phase.latent, phase.next_index, blocks,
+                               callback)
+    image = stages.to_pil(model.decode(edited), request.size)
+    timings["denoising"] = time.perf_counter() - clock
+    frames = None
+    if config.animation:
+        final_handles = edit.to_image_points(phase.handles)
+        frames = phase.frames + [draw_points(image, final_handles, request.targets)]
+    return DragResult(
+        image=image,
+        final_handles=edit.to_image_points(phase.handles),
+        trajectory=[edit.to_image_points(h) for h in phase.trajectory],
+        timings=timings,
+        steps=phase.supervision_steps,
+        latent=edited,
+        frames=frames,
+    )
