@@ -38,6 +38,7 @@ def md_vs_if(reports: list[dict], path: Path) -> Optional[Path]:
         ax.set_xlabel("Mean Distance (px) ↓")
         ax.set_ylabel("Image Fidelity (1 − LPIPS) ↑")
         ax.set_title("better: upper left")
+        ax.ticklabel_format(useOffset=False)
         ax.grid(alpha=0.3)
         return _save(fig, path)
     finally:
