@@ -48,6 +48,8 @@ def read_drag100_sample(sample_dir: str | Path) -> DragRequest:
         raise DragError(f"{points_file}: expected {{\"points\": [[x, y], ...]}}")
     try:
         handles, targets = pairs_from_alternating(data["points"], str(points_file))
+    except DragError:
+        raise
     except (TypeError, ValueError):
         raise DragError(f"{points_file}: points must be [x, y] pairs") from None
     mask_file = sample_dir / "mask.png"
