@@ -108,7 +108,7 @@ class _SampleBar:
 
 
 def run_dataset(args: argparse.Namespace) -> int:
-    from ..benchmark.runner import parse_shard, run_benchmark, select_ids
+    from ..benchmark.runner import check_run_dir, parse_shard, run_benchmark, run_meta, select_ids
     from ..datasets import sample_ids
 
     config = build_config(args)
@@ -116,6 +116,8 @@ def run_dataset(args: argparse.Namespace) -> int:
     ids = select_ids(sample_ids(args.dataset, args.data), args.limit, shard)
     out = Path(args.out)
     cache = Path(args.lora_cache) if args.lora_cache else out.resolve().parent / "lora_cache"
+    check_run_dir(out, run_meta(args.dataset, args.data, config, args.model, args.seed, args.resize,
+                                not args.dai_plain))  # before loading the model: a mismatch fails at once
     editor = load_editor(args, lora_cache_dir=str(cache))
     bar = _SampleBar(len(ids), enabled=not args.no_progress)
     try:
