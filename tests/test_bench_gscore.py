@@ -151,3 +151,27 @@ def test_from_env(monkeypatch):
     monkeypatch.setenv("DRAGKIT_JUDGE_API_KEY", "k")
     c = JudgeClient.from_env()
     assert (c.base_url, c.model, c.api_key) == ("http://127.0.0.1:9/v1", "m", "k")
+
+
+def test_report_with_judge_on_a_hand_made_run(tmp_path, images):
+    from dragkit.benchmark.report import Evaluators, evaluate_runs, load_run, write_report
+    from dragkit.metrics.dai import dai_all
+
+    original, edited = images
+    run = tmp_path / "run"
+    (run / "s0").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"dataset": "drag100", "method": "m", "dai": "official"}))
+    original.save(run / "s0" / "input.png")
+    edited.save(run / "s0" / "dragged_image.png")
+    request = {"image": "input.png", "prompt": "", "handles": [[3, 4]], "targets": [[6, 4]]}
+    (run / "s0" / "result.json").write_text(json.dumps({"sample_id": "s0", "category": None, "request": request,
+                                                         "timings": {"total": 2.0}}))
+    with FakeServer([ok("SCORE: 4"), ok("SCORE: 6")]) as server:
+        ev = Evaluators(("dai", "gscore"), judge_factory=lambda: client(server.url)[0], judge_repeats=2)
+        [report] = evaluate_runs([load_run(run)], ev)
+    assert report["overall"]["gscore_like"] == 5.0 and report["samples"]["s0"]["gscore_like_std"] == 1.0
+    assert report["overall"]["dai_1"] == pytest.approx(dai_all(original, edited, [[3, 4]], [[6, 4]])["dai_1"])
+    assert report["seconds_per_sample"] == 2.0 and report["per_category"] == {}
+    written = write_report([report], tmp_path / "rep")
+    assert [p.name for p in written] == ["report.json", "report.csv", "report.md"]  # no MD/IF, no categories: no plots
+    assert "gscore_like" in (tmp_path / "rep" / "report.md").read_text()

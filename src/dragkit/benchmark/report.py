@@ -80,11 +80,15 @@ class Evaluators:
         return self._made[name]
 
     def source_features(self, image: Image.Image, prompt: str):
-        """DIFT features of an original image, computed once per report (several runs share the dataset)."""
+        """DIFT features of an original image, computed once for all runs of the sample being evaluated."""
         key = (hashlib.sha256(image.tobytes()).hexdigest(), image.size, prompt)
         if key not in self._source_features:
             self._source_features[key] = self.get("md").features(image, prompt)
         return self._source_features[key]
+
+    def next_sample(self) -> None:
+        """Forget cached source features (runs are evaluated sample by sample, so memory stays flat)."""
+        self._source_features.clear()
 
 
 def evaluate_sample(record: dict, ev: Evaluators) -> dict:
@@ -135,15 +139,11 @@ def aggregate(values: list[dict]) -> dict:
     return agg
 
 
-def evaluate_run(run: Run, ev: Evaluators, on_sample: Optional[Callable[[str], None]] = None) -> dict:
-    per_sample = {}
-    for record in run.results:
-        per_sample[record["sample_id"]] = (record.get("category"), evaluate_sample(record, ev))
-        if on_sample:
-            on_sample(record["sample_id"])
+def run_report(run: Run, per_sample: dict[str, tuple[Optional[str], dict]]) -> dict:
+    """The report entry of one run from its per-sample metric values {sample id: (category, values)}."""
     values = [v for _, v in per_sample.values()]
     categories = sorted({c for c, _ in per_sample.values() if c})
-    timings = [r["timings"].get("total") for r in run.results if r.get("timings", {}).get("total") is not None]
+    timings = [r["timings"]["total"] for r in run.results if r.get("timings", {}).get("total") is not None]
     return {
         "run": str(run.path), "label": run.label, "dataset": run.meta.get("dataset"), "method": run.meta.get("method"),
         "model": run.meta.get("model"), "dai_normalisation": run.meta.get("dai"), "failed": run.failed,
@@ -152,6 +152,20 @@ def evaluate_run(run: Run, ev: Evaluators, on_sample: Optional[Callable[[str], N
         "per_category": {c: aggregate([v for cc, v in per_sample.values() if cc == c]) for c in categories},
         "samples": {sid: {"category": c, **v} for sid, (c, v) in per_sample.items()},
     }
+
+
+def evaluate_runs(runs: list[Run], ev: Evaluators, on_sample: Optional[Callable[[str], None]] = None) -> list[dict]:
+    """Evaluate every finished sample of every run, sample by sample (a sample's source features serve all runs)."""
+    by_id = [{r["sample_id"]: r for r in run.results} for run in runs]
+    per_run: list[dict] = [{} for _ in runs]
+    for sid in sorted({sid for records in by_id for sid in records}):
+        ev.next_sample()
+        for records, out in zip(by_id, per_run):
+            if sid in records:
+                out[sid] = (records[sid].get("category"), evaluate_sample(records[sid], ev))
+                if on_sample:
+                    on_sample(sid)
+    return [run_report(run, out) for run, out in zip(runs, per_run)]
 
 
 # --- writing ---------------------------------------------------------------------------------------------------------
@@ -214,11 +228,14 @@ def write_report(reports: list[dict], out_dir: str | Path) -> list[Path]:
     write_csv(reports, out_dir / "report.csv")
     md = to_markdown(reports)
     written = [out_dir / "report.json", out_dir / "report.csv"]
-    plots = [p for p in [md_vs_if(reports, out_dir / "md_vs_if.png")] if p]
-    for metric in metric_columns(reports):
-        p = category_bars(reports, metric, out_dir / f"per_category_{metric}.png")
-        if p:
-            plots.append(p)
+    plots = []
+    try:
+        plots.append(md_vs_if(reports, out_dir / "md_vs_if.png"))
+        for metric in metric_columns(reports):
+            plots.append(category_bars(reports, metric, out_dir / f"per_category_{metric}.png"))
+    except ImportError:
+        logger.warning("matplotlib is not installed: report without plots (pip install matplotlib)")
+    plots = [p for p in plots if p]
     if plots:
         md += "\n## Plots\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n"
     with atomic_path(out_dir / "report.md") as tmp:

@@ -64,6 +64,7 @@ def _add_report(sub) -> None:
     g.add_argument("--dift-ensemble", type=_positive_int, default=8, help="noise draws averaged (default: %(default)s)")
     g.add_argument("--dift-timestep", type=int, default=261, help="noise timestep (default: %(default)s)")
     g.add_argument("--dift-block", type=int, default=1, help="UNet up block whose output is used (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     j = p.add_argument_group("GScore-like judge (OpenAI-compatible chat completions)")
     j.add_argument("--judge-url", default=None, help="base URL, e.g. https://api.openai.com/v1 (or DRAGKIT_JUDGE_URL)")
     j.add_argument("--judge-model", default=None, help="model name (or DRAGKIT_JUDGE_MODEL)")
@@ -133,7 +134,9 @@ def run_dataset(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from ..benchmark.report import METRICS, Evaluators, evaluate_run, load_run, write_report
+    from tqdm import tqdm
+
+    from ..benchmark.report import METRICS, Evaluators, evaluate_runs, load_run, write_report
 
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     unknown = [m for m in metrics if m not in METRICS]
@@ -161,8 +164,9 @@ def run_report(args: argparse.Namespace) -> int:
     ev = Evaluators(metrics, dift, lpips, judge, judge_repeats=args.judge_repeats)
     if "gscore" in metrics:
         ev.get("gscore")  # fail on a missing endpoint before any model work
-    reports = [evaluate_run(run, ev, on_sample=lambda sid, run=run: logger.info("%s: %s", run.label, sid))
-               for run in runs]
+    with tqdm(total=sum(len(run.results) for run in runs), desc="evaluate", unit="image", file=sys.stderr,
+              disable=args.no_progress) as bar:
+        reports = evaluate_runs(runs, ev, on_sample=lambda sid: bar.update(1))
     for path in write_report(reports, args.out):
         print(path)
     return 0
