@@ -105,7 +105,8 @@ def test_normal_replies_randomised_order(images):
 
 
 def test_malformed_replies_count_as_failures(images):
-    script = [(200, "this is not json", 0, {}), (200, {"choices": []}, 0, {}), ok("I cannot rate this."), ok("SCORE: 5")]
+    script = [(200, "this is not json", 0, {}), (200, {"choices": []}, 0, {}), ok("I cannot rate this."),
+              ok("SCORE: 5")]
     with FakeServer(script) as server:
         c, _ = client(server.url)
         result = c.score(*images, repeats=4)
@@ -113,7 +114,8 @@ def test_malformed_replies_count_as_failures(images):
 
 
 def test_retries_with_backoff_on_429_and_5xx(images):
-    script = [(503, "busy", 0, {}), (429, "slow down", 0, {"Retry-After": "0.25"}), (500, "oops", 0, {}), ok("SCORE: 9")]
+    script = [(503, "busy", 0, {}), (429, "slow down", 0, {"Retry-After": "0.25"}), (500, "oops", 0, {}),
+              ok("SCORE: 9")]
     with FakeServer(script) as server:
         c, sleeps = client(server.url, backoff=0.5, retries=4)
         result = c.score(*images, repeats=1)

@@ -55,7 +55,7 @@ def test_dai_is_boundary_safe():
     # corner points: only the 6×6 valid offsets of an 11×11 patch are compared; every value differs by 1
     assert dai(orig, edit, [(0, 0)], [(19, 19)], 5) == pytest.approx(3.0)
     assert dai(orig, edit, [(0, 19)], [(0, 19)], 20) == pytest.approx(3.0)
-    with pytest.raises(DragError, match="but the original"):
+    with pytest.raises(DragError, match="the original 20x20"):
         dai(orig, edit[:10], [(0, 0)], [(1, 1)], 1)
 
 

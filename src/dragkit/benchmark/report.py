@@ -173,7 +173,8 @@ def evaluate_runs(runs: list[Run], ev: Evaluators, on_sample: Optional[Callable[
 def metric_columns(reports: list[dict]) -> list[str]:
     keys = {k for r in reports for scope in [r["overall"], *r["per_category"].values()] for k in scope}
     order = ["md", "if", "dai_1", "dai_5", "dai_10", "dai_20", "gscore_like"]
-    return [k for k in order if k in keys] + sorted(k for k in keys if k not in order and k not in ("samples", "pairs"))
+    rest = sorted(k for k in keys if k not in order and k not in ("samples", "pairs"))
+    return [k for k in order if k in keys] + rest
 
 
 def _fmt(value) -> str:
@@ -187,8 +188,8 @@ def to_markdown(reports: list[dict]) -> str:
     head = "| run | method | samples | pairs | " + " | ".join(cols) + " |"
     sep = "|" + "---|" * (4 + len(cols))
     lines = ["# Benchmark report", "",
-             "MD: Mean Distance (px, ↓, DIFT, over all point pairs) · IF: 1 − LPIPS-Alex (↑) · dai_γ: Dragging Accuracy "
-             "Index (↓) · gscore_like: GScore-like judge (1–10, ↑).", "", "## Overall", "", head, sep]
+             "MD: Mean Distance (px, ↓, DIFT, over all point pairs) · IF: 1 − LPIPS-Alex (↑) · "
+             "dai_γ: Dragging Accuracy Index (↓) · gscore_like: GScore-like judge (1–10, ↑).", "", "## Overall", "", head, sep]
     for r in reports:
         o = r["overall"]
         lines.append(f"| {r['label']} | {r['method']} | {o['samples']} | {o.get('pairs', '–')} | "
@@ -198,7 +199,8 @@ def to_markdown(reports: list[dict]) -> str:
         lines += ["", f"{label}: {len(ids)} failed sample(s) not counted: {', '.join(ids)}"]
     categories = sorted({c for r in reports for c in r["per_category"]})
     for c_metric in cols if categories else []:
-        lines += ["", f"## {c_metric} per category", "", "| category | " + " | ".join(r["label"] for r in reports) + " |",
+        lines += ["", f"## {c_metric} per category", "",
+                  "| category | " + " | ".join(r["label"] for r in reports) + " |",
                   "|" + "---|" * (1 + len(reports))]
         for cat in categories:
             lines.append(f"| {cat} | " + " | ".join(_fmt(r["per_category"].get(cat, {}).get(c_metric))

@@ -2,8 +2,8 @@
 
 ``RUN_DIR/run.json`` records what the run is (dataset, method, config, model, seed, resize); every sample writes
 ``RUN_DIR/<sample id>/dragged_image.png`` and ``result.json`` (request, final handles, timings, DAI) atomically, or
-``error.json`` when it fails — the run goes on. A sample with a ``result.json`` is finished: re-running the same command
-resumes; a different configuration into the same RUN_DIR is refused.
+``error.json`` when it fails — the run goes on. A sample with a ``result.json`` is finished: re-running the same
+command resumes; a different configuration into the same RUN_DIR is refused.
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ def _add_dataset_runner(sub, dataset: str, title: str) -> None:
                        description=f"Edit every {title} sample (identity LoRA cached per sample) into RUN_DIR; "
                                    "re-running resumes, failing samples are recorded and skipped.")
     p.add_argument("--data", required=True, help=f"{title} folder (original layout)")
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder: <sample id>/dragged_image.png + result.json")
+    p.add_argument("--out", required=True, metavar="RUN_DIR",
+                   help="run folder: <sample id>/dragged_image.png + result.json")
     p.add_argument("--lora-cache", default=None, metavar="DIR",
                    help="identity-LoRA cache shared by runs (default: RUN_DIR/../lora_cache)")
     p.add_argument("--shard", default=None, metavar="i/n", help="run only samples i, i+n, i+2n… (0 <= i < n)")
@@ -61,9 +62,9 @@ def _add_report(sub) -> None:
     p.add_argument("--device", default=None, help="cuda, mps or cpu for MD/IF models (default: the best available)")
     g = p.add_argument_group("Mean Distance (DIFT)")
     g.add_argument("--dift-model", default=DIFT_MODEL, help="diffusers model for DIFT features (default: %(default)s)")
-    g.add_argument("--dift-ensemble", type=_positive_int, default=8, help="noise draws averaged (default: %(default)s)")
+    g.add_argument("--dift-ensemble", type=_positive_int, default=8, help="noise draws (default: %(default)s)")
     g.add_argument("--dift-timestep", type=int, default=261, help="noise timestep (default: %(default)s)")
-    g.add_argument("--dift-block", type=int, default=1, help="UNet up block whose output is used (default: %(default)s)")
+    g.add_argument("--dift-block", type=int, default=1, help="UNet up block used (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     j = p.add_argument_group("GScore-like judge (OpenAI-compatible chat completions)")
     j.add_argument("--judge-url", default=None, help="base URL, e.g. https://api.openai.com/v1 (or DRAGKIT_JUDGE_URL)")
@@ -82,7 +83,7 @@ SUBCOMMANDS = [
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmark runs and reports",
-                       description="Run methods over DragBench / Drag100 and compare them with MD, IF, DAI, GScore-like.")
+                       description="Run methods over DragBench / Drag100; compare them with MD, IF, DAI, GScore-like.")
     bench_sub = p.add_subparsers(dest="bench_command", metavar="BENCHMARK")
     bench_sub.required = True
     for add in SUBCOMMANDS:

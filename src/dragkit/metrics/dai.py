@@ -47,7 +47,8 @@ def dai(original, edited, handles: Sequence[Sequence[float]], targets: Sequence[
     """DAI of one image for patch half-size ``gamma`` (see the module docstring for ``official``)."""
     a, b = to_unit_rgb(original), to_unit_rgb(edited)
     if a.shape != b.shape:
-        raise DragError(f"DAI: edited image is {b.shape[1]}x{b.shape[0]} but the original is {a.shape[1]}x{a.shape[0]}")
+        raise DragError(f"DAI: edited image is {b.shape[1]}x{b.shape[0]}, "
+                        f"the original {a.shape[1]}x{a.shape[0]}")
     if len(handles) != len(targets) or not handles:
         raise DragError("DAI needs one target per handle and at least one pair")
     n = len(handles)
@@ -55,7 +56,8 @@ def dai(original, edited, handles: Sequence[Sequence[float]], targets: Sequence[
     return mean / n if official else mean
 
 
-def dai_all(original, edited, handles, targets, gammas: Iterable[int] = GAMMAS, official: bool = True) -> dict[str, float]:
+def dai_all(original, edited, handles, targets, gammas: Iterable[int] = GAMMAS,
+            official: bool = True) -> dict[str, float]:
     """{"dai_1": …, "dai_5": …} for every γ in ``gammas``."""
     a, b = to_unit_rgb(original), to_unit_rgb(edited)
     return {f"dai_{g}": dai(a, b, handles, targets, g, official) for g in gammas}

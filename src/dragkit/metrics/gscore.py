@@ -147,7 +147,7 @@ class JudgeClient:
         raise AssertionError("unreachable")
 
     def score(self, original, edited, repeats: int = 10, rng: Optional[random.Random] = None) -> JudgeScore:
-        """Ask ``repeats`` times (order drawn per repeat); unparseable replies and failed requests count as failures."""
+        """Ask ``repeats`` times (order drawn per repeat); unparseable replies and failed requests are failures."""
         rng = rng or random.Random(0)
         result = JudgeScore([])
         for _ in range(repeats):

@@ -4,7 +4,7 @@ images in [−1, 1], bilinearly resized to 224×224 (no antialias), ``lpips.LPIP
 No torchvision: :class:`AlexNetFeatures` declares the convolutional trunk with the same module indices as
 ``torchvision.models.alexnet().features`` so its published weights load by name (``features.0.weight`` …), and the
 five learned 1×1 "lin" layers load from lpips' ``weights/v0.1/alex.pth`` (``lin0.model.1.weight`` …). Both files are
-fetched once into the torch hub cache (``$TORCH_HOME/hub/checkpoints``) and read with ``torch.load(weights_only=True)``.
+fetched once into the torch hub cache (``$TORCH_HOME/hub/checkpoints``), read with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 LPIPS_ALEX_URL = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/alex.pth"
 CHANNELS = (64, 192, 384, 256, 256)
-SLICES = ((0, 2), (2, 5), (5, 8), (8, 10), (10, 12))  # relu1 … relu5 of the AlexNet trunk, as lpips.pretrained_networks
+SLICES = ((0, 2), (2, 5), (5, 8), (8, 10), (10, 12))  # relu1 … relu5, as lpips.pretrained_networks
 SHIFT = (-0.030, -0.088, -0.188)  # lpips ScalingLayer
 SCALE = (0.458, 0.448, 0.450)
 
@@ -106,7 +106,8 @@ def weights_dir() -> Path:
 
 
 def _offline() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "DRAGKIT_OFFLINE"))
+    flags = (os.environ.get(v, "").lower() for v in ("HF_HUB_OFFLINE", "DRAGKIT_OFFLINE"))
+    return any(f in ("1", "true", "yes", "on") for f in flags)
 
 
 def _fetch(url: str, directory: Path, timeout: float = 60) -> Path:
