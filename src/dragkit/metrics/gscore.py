@@ -11,6 +11,7 @@ Only the standard library is used (urllib). Endpoint, model and key come from op
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import logging
 import os
@@ -135,7 +136,7 @@ class JudgeClient:
                 if exc.code not in _RETRY_STATUS or attempt == self.retries:
                     raise DragError(f"judge endpoint answered HTTP {exc.code}") from None
                 wait = _retry_after(exc) or delay
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as exc:
                 if attempt == self.retries:
                     raise DragError(f"judge endpoint unreachable ({type(exc).__name__})") from None
                 wait = delay

@@ -10,7 +10,6 @@ fetched once into the torch hub cache (``$TORCH_HOME/hub/checkpoints``), read wi
 from __future__ import annotations
 
 import logging
-import os
 import urllib.request
 from pathlib import Path
 from typing import Optional
@@ -21,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..io import atomic_path
+from ..models import _offline  # HF_HUB_OFFLINE: no network at all
 from ..types import DragError
 
 logger = logging.getLogger(__name__)
@@ -103,11 +103,6 @@ class LPIPS(nn.Module):
 def weights_dir() -> Path:
     """Where the weight files are looked for and downloaded to: the torch hub checkpoint cache."""
     return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def _offline() -> bool:
-    flags = (os.environ.get(v, "").lower() for v in ("HF_HUB_OFFLINE", "DRAGKIT_OFFLINE"))
-    return any(f in ("1", "true", "yes", "on") for f in flags)
 
 
 def _fetch(url: str, directory: Path, timeout: float = 60) -> Path:

@@ -115,6 +115,8 @@ class DiftFeaturizer:
 
     ``features(image, prompt)`` → C×h×w float32: the output of ``unet.up_blocks[block]`` for the VAE posterior sample
     noised to ``timestep``, averaged over ``ensemble`` noise draws. The UNet forward stops right after that block.
+    The noise is seeded per image (``seed``), so a sample's features do not depend on which samples came before
+    (the reference seeds once per evaluated folder).
     """
 
     def __init__(self, model, timestep: int = 261, block: int = 1, ensemble: int = 8):
