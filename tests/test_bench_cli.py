@@ -69,10 +69,6 @@ def test_dragbench_run_then_report(tiny, tmp_path):
                                                        rec["request"]["targets"]))
     assert len(list((tmp_path / "runs" / "lora_cache").glob("*.safetensors"))) == 2
 
-    # the same command again: everything is already done (resume), LoRA cache untouched
-    r = dragkit("bench", "dragbench", "--data", DRAGBENCH, "--out", run, "--model", tiny, "--limit", "2",
-                "--resize", "64", "--no-progress", *FAST, cwd=tmp_path)
-    assert r.returncode == 0 and "0 edited, 2 already done" in r.stdout, r.stderr
     # other settings into the same folder are refused (one line, exit 2)
     r = dragkit("bench", "dragbench", "--data", DRAGBENCH, "--out", run, "--model", tiny, "--limit", "2",
                 "--resize", "64", "--no-progress", *FAST, "--set", "latent_lr=0.5", cwd=tmp_path)
@@ -121,16 +117,16 @@ def drag100(tmp_path):
     return root
 
 
-def test_drag100_failing_sample_is_recorded_and_shards_partition(tiny, drag100, tmp_path):
+def test_drag100_shard_resume_and_failing_sample(tiny, drag100, tmp_path):
     run = tmp_path / "gd"
     r = dragkit("bench", "drag100", "--data", drag100, "--out", run, "--model", tiny, "--shard", "0/2",
                 "--no-progress", "--dai-plain", *FAST, cwd=tmp_path)
     assert r.returncode == 0 and "2 edited, 0 already done, 0 failed" in r.stdout  # shard 0/2 = a_0, c_0
     assert (run / "a_0" / "result.json").is_file() and not (run / "b_0").exists()
-    # shard 1/2: b_0 fails (recorded), d_0 is edited anyway
-    r = dragkit("bench", "drag100", "--data", drag100, "--out", run, "--model", tiny, "--shard", "1/2",
+    # the whole set into the same RUN_DIR resumes: a_0, c_0 are done, b_0 fails (recorded), d_0 is edited anyway
+    r = dragkit("bench", "drag100", "--data", drag100, "--out", run, "--model", tiny,
                 "--no-progress", "--dai-plain", *FAST, cwd=tmp_path)
-    assert r.returncode == 1 and "1 edited, 0 already done, 1 failed" in r.stdout
+    assert r.returncode == 1 and "1 edited, 2 already done, 1 failed" in r.stdout
     assert "odd number of points" in r.stderr
     err = json.loads((run / "b_0" / "error.json").read_text())
     assert err["status"] == "failed" and "odd number of points" in err["error"]
