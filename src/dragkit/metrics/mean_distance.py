@@ -131,9 +131,12 @@ class DiftFeaturizer:
     @classmethod
     def from_pretrained(cls, model: str = DIFT_MODEL, *, device: Optional[str] = None, dtype: Optional[str] = "fp32",
                         **kwargs) -> "DiftFeaturizer":
-        from ..models import DiffusionModel
+        from ..models import DiffusionModel, ModelLoadError
 
-        return cls(DiffusionModel.from_pretrained(model, device=device, dtype=dtype), **kwargs)
+        try:
+            return cls(DiffusionModel.from_pretrained(model, device=device, dtype=dtype), **kwargs)
+        except ModelLoadError as exc:
+            raise DragError(f"DIFT model for Mean Distance (--dift-model): {exc}") from None
 
     @torch.no_grad()
     def features(self, image, prompt: str = "", seed: int = 42) -> torch.Tensor:
