@@ -1,0 +1,1 @@
+"""Benchmark runs (:mod:`.runner`), their evaluation and reports (:mod:`.report`, :mod:`.plots`)."""

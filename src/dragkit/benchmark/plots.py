@@ -1,0 +1,69 @@
+"""PNG plots of a report (matplotlib, Agg backend): MD vs IF with one point per run, and per-category bars."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from ..io import atomic_path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    return path
+
+
+def md_vs_if(reports: list[dict], path: Path) -> Optional[Path]:
+    """Scatter of Mean Distance (x, ↓) against Image Fidelity (y, ↑), one labelled point per run; None without data."""
+    points = [(r["label"], r["overall"]["md"], r["overall"]["if"]) for r in reports
+              if r["overall"].get("md") is not None and r["overall"].get("if") is not None]
+    if not points:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    try:
+        for label, md, fid in points:
+            ax.scatter(md, fid, s=40)
+            ax.annotate(label, (md, fid), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        ax.set_xlabel("Mean Distance (px) ↓")
+        ax.set_ylabel("Image Fidelity (1 − LPIPS) ↑")
+        ax.set_title("better: upper left")
+        ax.ticklabel_format(useOffset=False)
+        ax.grid(alpha=0.3)
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def category_bars(reports: list[dict], metric: str, path: Path) -> Optional[Path]:
+    """Grouped bars of ``metric`` per category, one bar colour per run; None when no run has categories."""
+    categories = sorted({c for r in reports for c, v in r["per_category"].items() if v.get(metric) is not None})
+    if not categories:
+        return None
+    plt = _pyplot()
+    width = 0.8 / len(reports)
+    fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(categories) + 2), 4))
+    try:
+        for i, r in enumerate(reports):
+            values = [r["per_category"].get(c, {}).get(metric) for c in categories]
+            xs = [k + (i - (len(reports) - 1) / 2) * width for k in range(len(categories))]
+            ax.bar([x for x, v in zip(xs, values) if v is not None], [v for v in values if v is not None],
+                   width=width, label=r["label"])
+        ax.set_xticks(range(len(categories)))
+        ax.set_xticklabels(categories, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(metric)
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        return _save(fig, path)
+    finally:
+        plt.close(fig)

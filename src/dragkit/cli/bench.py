@@ -1,0 +1,173 @@
+"""``dragkit bench``: run a method over a benchmark dataset, and report metrics of finished runs.
+
+    dragkit bench dragbench --data DragBench --method dragdiffusion --out runs/dd
+    dragkit bench drag100 --data Drag100 --method gooddrag --out runs/gd
+    dragkit bench report runs/dd runs/gd --out report
+
+Each benchmark is a sub-command added by one function in ``SUBCOMMANDS``; every dataset of
+:data:`dragkit.datasets.DATASETS` gets a runner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ..types import DragError
+from .common import add_method_options, add_model_options, build_config, load_editor
+
+logger = logging.getLogger(__name__)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _add_dataset_runner(sub, dataset: str, title: str) -> None:
+    p = sub.add_parser(dataset, help=f"run a method over {title}",
+                       description=f"Edit every {title} sample (identity LoRA cached per sample) into RUN_DIR; "
+                                   "re-running resumes, failing samples are recorded and skipped.")
+    p.add_argument("--data", required=True, help=f"{title} folder (original layout)")
+    p.add_argument("--out", required=True, metavar="RUN_DIR",
+                   help="run folder: <sample id>/dragged_image.png + result.json")
+    p.add_argument("--lora-cache", default=None, metavar="DIR",
+                   help="identity-LoRA cache shared by runs (default: RUN_DIR/../lora_cache)")
+    p.add_argument("--shard", default=None, metavar="i/n", help="run only samples i, i+n, i+2n… (0 <= i < n)")
+    p.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="only the first N samples")
+    p.add_argument("--resize", type=_positive_int, default=None, metavar="W",
+                   help="resize samples to W pixels wide first (quick runs; points and mask scaled)")
+    p.add_argument("--dai-plain", action="store_true",
+                   help="DAI as the plain mean over pairs (default: the official code's double division by N)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_model_options(p)
+    add_method_options(p)
+    p.set_defaults(func=run_dataset, dataset=dataset)
+
+
+def _add_report(sub) -> None:
+    from ..benchmark.report import DEFAULT_METRICS, METRICS
+    from ..metrics.mean_distance import DIFT_MODEL
+
+    p = sub.add_parser("report", help="metrics of finished runs, side by side",
+                       description="Evaluate runs and write report.md, report.csv, report.json and PNG plots.")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", required=True, metavar="REPORT_DIR")
+    p.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
+                   help=f"comma-separated, from {', '.join(METRICS)} (default: %(default)s)")
+    p.add_argument("--device", default=None, help="cuda, mps or cpu for MD/IF models (default: the best available)")
+    g = p.add_argument_group("Mean Distance (DIFT)")
+    g.add_argument("--dift-model", default=DIFT_MODEL, help="diffusers model for DIFT features (default: %(default)s)")
+    g.add_argument("--dift-ensemble", type=_positive_int, default=8, help="noise draws (default: %(default)s)")
+    g.add_argument("--dift-timestep", type=int, default=261, help="noise timestep (default: %(default)s)")
+    g.add_argument("--dift-block", type=int, default=1, help="UNet up block used (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    j = p.add_argument_group("GScore-like judge (OpenAI-compatible chat completions)")
+    j.add_argument("--judge-url", default=None, help="base URL, e.g. https://api.openai.com/v1 (or DRAGKIT_JUDGE_URL)")
+    j.add_argument("--judge-model", default=None, help="model name (or DRAGKIT_JUDGE_MODEL)")
+    j.add_argument("--judge-repeats", type=_positive_int, default=10, help="asks per image (default: %(default)s)")
+    j.add_argument("--judge-timeout", type=float, default=60.0, help="seconds per request (default: %(default)s)")
+    p.set_defaults(func=run_report)
+
+
+SUBCOMMANDS = [
+    lambda sub: _add_dataset_runner(sub, "dragbench", "DragBench"),
+    lambda sub: _add_dataset_runner(sub, "drag100", "Drag100"),
+    _add_report,
+]
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="benchmark runs and reports",
+                       description="Run methods over DragBench / Drag100; compare them with MD, IF, DAI, GScore-like.")
+    bench_sub = p.add_subparsers(dest="bench_command", metavar="BENCHMARK")
+    bench_sub.required = True
+    for add in SUBCOMMANDS:
+        add(bench_sub)
+
+
+class _SampleBar:
+    """Outer progress bar over samples (with ETA), drawn on stderr."""
+
+    def __init__(self, total: int, enabled: bool):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc="samples", unit="sample", disable=not enabled, file=sys.stderr)
+        self.failed = 0
+
+    def __call__(self, sample_id: str, status: str) -> None:
+        self.failed += status == "failed"
+        self.bar.set_postfix_str(f"{sample_id} {status}" + (f", {self.failed} failed" if self.failed else ""),
+                                 refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_dataset(args: argparse.Namespace) -> int:
+    from ..benchmark.runner import check_run_dir, parse_shard, run_benchmark, run_meta, select_ids
+    from ..datasets import sample_ids
+
+    config = build_config(args)
+    shard = parse_shard(args.shard)
+    ids = select_ids(sample_ids(args.dataset, args.data), args.limit, shard)
+    out = Path(args.out)
+    cache = Path(args.lora_cache) if args.lora_cache else out.resolve().parent / "lora_cache"
+    check_run_dir(out, run_meta(args.dataset, args.data, config, args.model, args.seed, args.resize,
+                                not args.dai_plain))  # before loading the model: a mismatch fails at once
+    editor = load_editor(args, lora_cache_dir=str(cache))
+    bar = _SampleBar(len(ids), enabled=not args.no_progress)
+    try:
+        summary = run_benchmark(editor, config, args.dataset, args.data, out, model=args.model, seed=args.seed,
+                                resize=args.resize, limit=args.limit, shard=shard, dai_official=not args.dai_plain,
+                                on_sample=bar)
+    finally:
+        bar.close()
+    print(f"{out}: {len(summary.done)} edited, {len(summary.skipped)} already done, {len(summary.failed)} failed")
+    for sid, message in summary.failed.items():
+        print(f"  failed {sid}: {message}", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..benchmark.report import METRICS, Evaluators, evaluate_runs, load_run, write_report
+
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown or not metrics:
+        raise DragError(f"--metrics: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(METRICS)}")
+    runs = [load_run(r) for r in args.runs]
+
+    def dift():
+        from ..metrics.mean_distance import DiftFeaturizer
+
+        return DiftFeaturizer.from_pretrained(args.dift_model, device=args.device, timestep=args.dift_timestep,
+                                              block=args.dift_block, ensemble=args.dift_ensemble)
+
+    def lpips():
+        from ..metrics.lpips import load_lpips
+        from ..models import select_device
+
+        return load_lpips(device=select_device(args.device))
+
+    def judge():
+        from ..metrics.gscore import JudgeClient
+
+        return JudgeClient.from_env(args.judge_url, args.judge_model, timeout=args.judge_timeout)
+
+    ev = Evaluators(metrics, dift, lpips, judge, judge_repeats=args.judge_repeats)
+    if "gscore" in metrics:
+        ev.get("gscore")  # fail on a missing endpoint before any model work
+    with tqdm(total=sum(len(run.results) for run in runs), desc="evaluate", unit="image", file=sys.stderr,
+              disable=args.no_progress) as bar:
+        reports = evaluate_runs(runs, ev, on_sample=lambda sid: bar.update(1))
+    for path in write_report(reports, args.out):
+        print(path)
+    return 0

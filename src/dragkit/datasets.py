@@ -1,0 +1,124 @@
+"""Benchmark datasets in their published formats, read into the core's :class:`DragRequest`.
+
+- **DragBench** (DragDiffusion): ``<root>/<category>/<sample>/original_image.png`` + ``meta_data.pkl``
+  {prompt, points [[x, y], …] alternating handle/target, mask H×W 0/1 (1 = editable)}; the pickle is read with the
+  restricted unpickler of :mod:`dragkit.io` (numpy arrays and builtins only).
+- **Drag100** (GoodDrag): ``<root>/<sample>/original.jpg``, ``mask.png`` (0/255, 255 = editable),
+  ``points.json`` {"points": [[x, y], …]} alternating handle/target; no prompt (GoodDrag uses "").
+
+A sample's id is its path relative to the dataset root (``animals/JH_2023-09-14-1820-16``, ``peacock_0``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+from PIL import Image
+
+from .io import load_image, load_mask, pairs_from_alternating, read_dragbench_sample
+from .types import DragError, DragRequest
+
+
+@dataclass(frozen=True)
+class BenchSample:
+    """One benchmark sample: its id (relative path), category (None when the dataset has none), the request, and the
+    file the request's image came from."""
+
+    sample_id: str
+    category: Optional[str]
+    request: DragRequest
+    image_path: Path
+
+
+def read_drag100_sample(sample_dir: str | Path) -> DragRequest:
+    """A Drag100 sample folder: original.jpg + mask.png (0/255) + points.json {"points": [...]}; empty prompt."""
+    sample_dir = Path(sample_dir)
+    points_file = sample_dir / "points.json"
+    try:
+        data = json.loads(points_file.read_text())
+    except FileNotFoundError:
+        raise DragError(f"not found: {points_file}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise DragError(f"{points_file}: not valid JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("points"), list):
+        raise DragError(f"{points_file}: expected {{\"points\": [[x, y], ...]}}")
+    try:
+        handles, targets = pairs_from_alternating(data["points"], str(points_file))
+    except DragError:
+        raise
+    except (TypeError, ValueError):
+        raise DragError(f"{points_file}: points must be [x, y] pairs") from None
+    mask_file = sample_dir / "mask.png"
+    mask = load_mask(mask_file) if mask_file.exists() else None
+    return DragRequest(load_image(sample_dir / "original.jpg"), handles, targets, mask, "")
+
+
+def _dragbench_dirs(root: Path) -> list[Path]:
+    return sorted(p.parent for p in root.glob("*/*/meta_data.pkl"))
+
+
+def _drag100_dirs(root: Path) -> list[Path]:
+    return sorted(p.parent for p in root.glob("*/points.json"))
+
+
+DATASETS: dict[str, tuple[Callable[[Path], list[Path]], Callable[[Path], DragRequest], str, bool]] = {
+    # name: (list sample folders, read one, image file name, has categories)
+    "dragbench": (_dragbench_dirs, read_dragbench_sample, "original_image.png", True),
+    "drag100": (_drag100_dirs, read_drag100_sample, "original.jpg", False),
+}
+
+
+def sample_ids(name: str, root: str | Path) -> list[str]:
+    """Sorted ids of the samples of dataset ``name`` under ``root`` (cheap: reads no image)."""
+    lister = _dataset(name)[0]
+    root = Path(root)
+    if not root.is_dir():
+        raise DragError(f"{name} data folder not found: {root}")
+    ids = [d.relative_to(root).as_posix() for d in lister(root)]
+    if not ids:
+        raise DragError(f"no {name} samples under {root}")
+    return ids
+
+
+def read_sample(name: str, root: str | Path, sample_id: str) -> BenchSample:
+    """One sample of dataset ``name`` by id."""
+    _, reader, image_name, has_categories = _dataset(name)
+    sample_dir = Path(root) / sample_id
+    category = sample_id.split("/")[0] if has_categories else None
+    return BenchSample(sample_id, category, reader(sample_dir), sample_dir / image_name)
+
+
+def iter_samples(name: str, root: str | Path) -> Iterator[BenchSample]:
+    """Every sample of dataset ``name`` under ``root``, in id order."""
+    for sid in sample_ids(name, root):
+        yield read_sample(name, root, sid)
+
+
+def _dataset(name: str):
+    if name not in DATASETS:
+        raise DragError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def resize_request(request: DragRequest, width: int) -> DragRequest:
+    """The request at ``width`` pixels wide (aspect kept): image bilinear, mask nearest, points scaled and clamped."""
+    w, h = request.size
+    if width == w:
+        return request
+    if width < 8:
+        raise DragError(f"--resize {width}: too small")
+    height = max(1, round(h * width / w))
+    sx, sy = width / w, height / h
+
+    def scale(points):
+        return [(min(max(x * sx, 0), width - 1), min(max(y * sy, 0), height - 1)) for x, y in points]
+
+    mask = None
+    if request.mask is not None:
+        mask = np.asarray(Image.fromarray(request.mask.astype(np.uint8)).resize((width, height), Image.NEAREST))
+    return DragRequest(request.image.resize((width, height), Image.BILINEAR), scale(request.handles),
+                       scale(request.targets), mask, request.prompt)
