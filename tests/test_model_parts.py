@@ -3,8 +3,6 @@
 import pytest
 import torch
 
-from dragkit import stages
-from dragkit.config import DragDiffusionConfig
 from dragkit.ddim import ddim_invert, make_scheduler
 from dragkit.features import capture_features
 from dragkit.lora import LoraCache, attached_lora, train_identity_lora

@@ -14,7 +14,6 @@ residual is exactly zero at step 0; the mask term is dropped when no mask is dra
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -32,7 +31,7 @@ from .types import DragRequest, DragResult, ProgressCallback, ProgressEvent
 @dataclass
 class LossTerms:
     total: torch.Tensor
-    motion: list[float] = field(default_factory=list)  # per active pair, (2r1+1)²·mean
+    motion: list[float] = field(default_factory=list)  # per active pair: the motion term (with its area factor)
     motion_means: list[float] = field(default_factory=list)
     active: list[int] = field(default_factory=list)
 
@@ -99,27 +98,10 @@ def optimize_latent(fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tenso
 def drag(model: DiffusionModel, request: DragRequest, config: DragDiffusionConfig,
          callback: Optional[ProgressCallback] = None) -> DragResult:
     """Run DragDiffusion on ``request`` (an identity LoRA, if any, is already attached to the UNet)."""
-    timings = {}
-    clock = time.perf_counter()
-    edit = stages.prepare(model, request, config)
-    _z0, z_t = stages.invert(model, edit, config.inverted_steps, callback)
-    timings["inversion"] = time.perf_counter() - clock
 
-    clock = time.perf_counter()
-    with torch.enable_grad(), stages.feature_model(model, edit, config.feature_block) as fm:
+    def optimize(fm, edit, z_t):
         opt = optimize_latent(fm, edit, z_t, config, callback)
-    timings["optimization"] = time.perf_counter() - clock
+        # the reference branch is the un-optimised inverted latent, denoised from t* alongside
+        return stages.DragOutcome(opt.latent, z_t, edit.t_index, opt.handles, opt.trajectory, opt.steps)
 
-    clock = time.perf_counter()
-    blocks = tuple(config.reference_attention_blocks) if config.reference_attention else None
-    _, edited = stages.denoise(model, edit, z_t if blocks else None, opt.latent, edit.t_index, blocks, callback)
-    image = stages.to_pil(model.decode(edited), request.size)
-    timings["denoising"] = time.perf_counter() - clock
-    return DragResult(
-        image=image,
-        final_handles=edit.to_image_points(opt.handles),
-        trajectory=[edit.to_image_points(h) for h in opt.trajectory],
-        timings=timings,
-        steps=opt.steps,
-        latent=edited,
-    )
+    return stages.run_drag(model, request, config, optimize, callback)

@@ -30,7 +30,6 @@ first step, as in the code (golden README §7.3).
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -251,33 +250,10 @@ def drag_phase(model: DiffusionModel, fm: stages.FeatureModel, edit: stages.Edit
 def drag(model: DiffusionModel, request: DragRequest, config: GoodDragConfig,
          callback: Optional[ProgressCallback] = None) -> DragResult:
     """Run GoodDrag on ``request`` (an identity LoRA, if any, is already attached to the UNet)."""
-    timings = {}
-    clock = time.perf_counter()
-    edit = stages.prepare(model, request, config)
-    _z0, z_t = stages.invert(model, edit, config.inverted_steps, callback)
-    timings["inversion"] = time.perf_counter() - clock
 
-    clock = time.perf_counter()
-    with torch.enable_grad(), stages.feature_model(model, edit, config.feature_block) as fm:
+    def optimize(fm, edit, z_t):
         phase = drag_phase(model, fm, edit, z_t, config, callback)
-    timings["optimization"] = time.perf_counter() - clock
+        return stages.DragOutcome(phase.latent, phase.source, phase.next_index, phase.handles, phase.trajectory,
+                                  phase.supervision_steps, phase.frames if config.animation else None)
 
-    clock = time.perf_counter()
-    blocks = tuple(config.reference_attention_blocks) if config.reference_attention else None
-    _, edited = stages.denoise(model, edit, phase.source if blocks else None, phase.latent, phase.next_index, blocks,
-                               callback)
-    image = stages.to_pil(model.decode(edited), request.size)
-    timings["denoising"] = time.perf_counter() - clock
-    frames = None
-    if config.animation:
-        final_handles = edit.to_image_points(phase.handles)
-        frames = phase.frames + [draw_points(image, final_handles, request.targets)]
-    return DragResult(
-        image=image,
-        final_handles=edit.to_image_points(phase.handles),
-        trajectory=[edit.to_image_points(h) for h in phase.trajectory],
-        timings=timings,
-        steps=phase.supervision_steps,
-        latent=edited,
-        frames=frames,
-    )
+    return stages.run_drag(model, request, config, optimize, callback)

@@ -152,3 +152,51 @@ def to_pil(images01: torch.Tensor, size: tuple[int, int]) -> Image.Image:
         x = torch.nn.functional.interpolate(x, size=(size[1], size[0]), mode="bilinear", align_corners=False)
     arr = (x[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
     return Image.fromarray(arr)
+
+
+@dataclass
+class DragOutcome:
+    """What a method's optimisation phase hands to the shared final stage."""
+
+    latent: torch.Tensor  # edited latent, at timesteps[start_index]
+    source: torch.Tensor  # undragged latent at the same timestep (the reference branch)
+    start_index: int  # index into scheduler.timesteps where the final denoising starts
+    handles: torch.Tensor  # final handles, (row, col)
+    trajectory: list  # handles (row, col) at the start and after every tracking
+    steps: int  # optimiser steps taken
+    frames: Optional[list] = None  # animation frames, when the method records them
+
+
+def run_drag(model: DiffusionModel, request: DragRequest, config, optimize,
+             callback: Optional[ProgressCallback] = None):
+    """The narrative every method shares: prepare → invert → ``optimize(fm, edit, z_t)`` → reference-controlled
+    denoising → decode. ``optimize`` returns a :class:`DragOutcome`. Returns a :class:`DragResult`."""
+    import time
+
+    from .animation import draw_points
+    from .types import DragResult
+
+    timings = {}
+    clock = time.perf_counter()
+    edit = prepare(model, request, config)
+    _z0, z_t = invert(model, edit, config.inverted_steps, callback)
+    timings["inversion"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    with torch.enable_grad(), feature_model(model, edit, config.feature_block) as fm:
+        outcome = optimize(fm, edit, z_t)
+    timings["optimization"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    blocks = tuple(config.reference_attention_blocks) if config.reference_attention else None
+    _, edited = denoise(model, edit, outcome.source if blocks else None, outcome.latent, outcome.start_index, blocks,
+                        callback)
+    image = to_pil(model.decode(edited), request.size)
+    timings["denoising"] = time.perf_counter() - clock
+    final_handles = edit.to_image_points(outcome.handles)
+    frames = None
+    if outcome.frames is not None:
+        frames = list(outcome.frames) + [draw_points(image, final_handles, request.targets)]
+    return DragResult(image=image, final_handles=final_handles,
+                      trajectory=[edit.to_image_points(h) for h in outcome.trajectory], timings=timings,
+                      steps=outcome.steps, latent=edited, frames=frames)
