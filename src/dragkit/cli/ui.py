@@ -62,12 +62,11 @@ def run(args: argparse.Namespace) -> int:
         raise DragError("--max-side must be at least 64")
     defaults = method_defaults(args)
     try:
-        from ..ui.app import build_app
+        from ..ui.app import build_app, serve
     except ImportError as exc:
         raise DragError(f"the web app needs gradio: pip install 'dragkit[ui]' ({exc})") from None
     editor = load_editor(args, lora_cache_dir=args.lora_cache or None)
     demo = build_app(editor, defaults, method=args.method, max_side=args.max_side, seed=args.seed)
     logger.info("serving on http://%s:%d", args.host, args.port)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False, quiet=False,
-                show_error=True)
+    serve(demo, args.host, args.port, args.share)
     return 0

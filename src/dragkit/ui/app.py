@@ -28,12 +28,15 @@ logger = logging.getLogger(__name__)
 
 STAGES = {"lora": "identity LoRA", "inversion": "DDIM inversion", "optimization": "drag (latent optimisation)",
           "denoising": "denoising"}
-PREVIEW_EVERY_S = 0.25  # at most this often a live preview is sent to the browser
+PREVIEW_EVERY_S = 0.25
+# Results are shown filling their box (small images upscaled, pixelated); the points view is upscaled server-side
+# instead, because Gradio maps clicks to image pixels assuming the browser never enlarges an image.
+CSS = "#result img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"  # at most this often a live preview is sent to the browser
 
 
 def _error(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"⚠️ **Error:** {text}"
+    return f"**Error:** {text}"
 
 
 def _points_status(sess: ss.Session) -> str:
@@ -50,9 +53,9 @@ def _points_status(sess: ss.Session) -> str:
     text = " ".join(parts)
     warn = ss.mask_warnings(sess)
     if warn:
-        text += "\n\n⚠️ " + "; ".join(warn) + " — it is held fixed; paint over it or erase the mask."
+        text += "\n\n**Warning:** " + "; ".join(warn) + " — it is held fixed; paint over it or erase the mask."
     if sess.notice:
-        text += "\n\nℹ️ " + sess.notice
+        text += "\n\n**Note:** " + sess.notice
     return text
 
 
@@ -83,7 +86,7 @@ def _flatten(background: Any) -> Image.Image:
 
 
 def _progress_text(ev: ProgressEvent, lora_cached: bool) -> str:
-    text = f"⏳ **{STAGES.get(ev.stage, ev.stage)}** — step {ev.step}/{ev.total}"
+    text = f"**Running** · **{STAGES.get(ev.stage, ev.stage)}** — step {ev.step}/{ev.total}"
     if ev.loss is not None:
         text += f" · loss {ev.loss:.4g}"
     if lora_cached:
@@ -101,7 +104,6 @@ def _serialize_blob_uploads(editor: "gr.ImageEditor") -> None:
     @functools.wraps(original)
     def accept_blobs(data):
         with lock:
-            logger.debug("accept_blobs %s %s", data.data.get("id"), data.data.get("type"))
             return original(data)
 
     accept_blobs._is_server_fn = True
@@ -150,8 +152,8 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
                     undo_btn = gr.Button("Undo last point", elem_id="undo-btn", size="sm")
                     clear_btn = gr.Button("Clear points", elem_id="clear-btn", size="sm")
             with gr.Column():
-                result_img = gr.Image(label="Result", interactive=False, format="png", elem_id="result",
-                                      buttons=["download", "fullscreen"])
+                result_img = gr.Image(label="Result (same size as the input)", interactive=False, format="png",
+                                      elem_id="result", buttons=["download", "fullscreen"], height=320)
         status = gr.Markdown("Upload an image to start.", elem_id="status")
         with gr.Row():
             method_dd = gr.Dropdown(methods, value=method, label="Method", elem_id="method")
@@ -285,7 +287,7 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
                     events.put(None)
 
             threading.Thread(target=work, name="dragkit-edit", daemon=True).start()
-            yield {status: "⏳ starting…" + ("\n\n⚠️ " + "; ".join(warn) if warn else ""), result_img: None,
+            yield {status: "**Running** · starting…" + ("\n\n**Warning:** " + "; ".join(warn) if warn else ""), result_img: None,
                    compare: None, trajectory: None}
             lora_seen, last_sent, done = False, 0.0, False
             while not done:
@@ -336,10 +338,10 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
             lora_note = "identity LoRA reused from cache" if (config.lora_steps > 0 and not lora_seen) else (
                 "identity LoRA trained" if config.lora_steps > 0 else "no identity LoRA")
             t = result.timings
-            text = (f"✅ **Done** in {t.get('total', 0):.1f} s ({lora_note}; {result.steps} drag steps). "
+            text = (f"**Done** in {t.get('total', 0):.1f} s ({lora_note}; {result.steps} drag steps). "
                     "Final handles: " + ", ".join(f"({x:.0f}, {y:.0f})" for x, y in result.final_handles) + ".")
             if warn:
-                text += "\n\n⚠️ " + "; ".join(warn)
+                text += "\n\n**Warning:** " + "; ".join(warn)
             final_view = drawing.render_view(sess.image, sess.points, sess.mask, handles=result.final_handles)
             yield {status: text, view: final_view, result_img: result.image, compare: (req.image, result.image),
                    trajectory: str(gif_path) if gif_path else None, downloads: [str(f) for f in files],
@@ -394,6 +396,8 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
         # --- wiring ---------------------------------------------------------------------------------------------------
         editor_in.change(on_editor, [editor_in, session], [session, view, status], trigger_mode="always_last",
                          show_progress="hidden")
+        # The upload event carries the uploaded file itself; change events (brush strokes) carry canvas blobs.
+        editor_in.upload(on_editor, [editor_in, session], [session, view, status], show_progress="hidden")
         editor_in.clear(on_clear_image, [session], [session, view, status], show_progress="hidden")
         view.select(on_click, [session], [session, view, status], show_progress="hidden")
         undo_btn.click(on_undo, [session], [session, view, status], show_progress="hidden")
@@ -410,3 +414,9 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
                              *all_widgets])
     demo.queue(default_concurrency_limit=8)
     return demo
+
+
+def serve(demo, host: str = "127.0.0.1", port: int = 7860, share: bool = False, block: bool = True):
+    """Launch ``demo`` (bound to ``host``; ``block=False`` returns at once, for tests and notebooks)."""
+    return demo.launch(server_name=host, server_port=port, share=share, ssr_mode=False, show_error=True, css=CSS,
+                       prevent_thread_lock=not block, quiet=not block)
