@@ -5,6 +5,7 @@ Skipped (with the reason) when gradio, playwright or /usr/bin/chromium is missin
 Set DRAGKIT_UI_SCREENSHOT=docs/ui.png to also refresh the README's screenshot.
 """
 
+import json
 import os
 import shutil
 import socket
@@ -17,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+
+from dragkit.ui.drawing import view_scale
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -118,6 +121,7 @@ def _upload(page, path: Path):
     w, h = Image.open(path).size
     page.locator("#input-editor input[type=file]").set_input_files(str(path))
     _status(page).to_contain_text(f"Image {w}×{h}.")
+    page.dragkit_size = (w, h)
 
 
 def _paint(page):
@@ -138,8 +142,8 @@ def _click(page, x, y, expected: str):
     img = page.locator("#points-view img")
     box = img.bounding_box()
     nw, nh = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
-    w, h = Image.open(io_bytes(page, img.get_attribute("src"))).size
-    scale = nw // w
+    scale = view_scale(page.dragkit_size)
+    assert (nw, nh) == (page.dragkit_size[0] * scale, page.dragkit_size[1] * scale)
     page.mouse.click(box["x"] + (x + 0.5) * scale * box["width"] / nw, box["y"] + (y + 0.5) * scale * box["height"] / nh)
     _status(page).to_contain_text(expected)
 
@@ -172,6 +176,10 @@ def test_edit_in_the_browser(browser, server, assets, tmp_path):
     names = page.locator("#downloads").inner_text().replace("\n", "")
     for name in ("edited.png", "request.json", "edit.zip", "dragbench_sample.zip"):
         assert name in names
+    link = page.locator('#downloads a[download="request.json"]').get_attribute("href")
+    exported = json.loads(page.request.get(link).body())
+    assert exported["request"]["handles"] == [[50, 60]] and exported["request"]["targets"] == [[70, 60]]
+    assert exported["config"]["optimization_steps"] == 3 and exported["request"]["mask"] == "mask.png"
     shot = tmp_path / "ui_finished.png"
     page.screenshot(path=str(shot), full_page=True)
     assert Image.open(shot).size[0] >= 1000
@@ -216,12 +224,16 @@ def test_bad_input_shows_a_message_and_import_replays(browser, server, assets, t
     _status(page).to_contain_text("Error: upload an image first")
     page.locator("#import-files input[type=file]").set_input_files(str(assets["root"] / "not_an_image.png"))
     _status(page).to_contain_text("Error:")
+    page.locator("#input-editor input[type=file]").set_input_files(str(assets["root"] / "not_an_image.png"))
+    _status(page).to_contain_text("could not be read as an image")
     _upload(page, assets["root"] / "small.png")
     page.click("#run-btn")
     _status(page).to_contain_text("Error: no points")
     _click(page, 30, 30, "Click the target of handle 1.")
     page.click("#run-btn")
     _status(page).to_contain_text("Error: handle 1 has no target")
+    _paint(page)
+    _click(page, 1, 1, "target 1 (1, 1) is outside the painted region")
     page.click("#clear-btn")
     _status(page).to_contain_text("0 drags.")
     # replay a DragBench-style sample exported earlier (points, prompt, mask)
@@ -232,6 +244,7 @@ def test_bad_input_shows_a_message_and_import_replays(browser, server, assets, t
     page.locator("#import-files input[type=file]").set_input_files(str(files[-1]))
     _status(page).to_contain_text("Imported 1 drag(s).")
     _status(page).to_contain_text("Image 160×120. 1 drag.")
+    page.dragkit_size = (160, 120)
     _status(page).to_contain_text("Editable region: painted.")
     expect(page.locator("#prompt textarea")).to_have_value("a red disc")
     page.click("#run-btn")
@@ -239,3 +252,24 @@ def test_bad_input_shows_a_message_and_import_replays(browser, server, assets, t
     assert _result_size(page) == (160, 120)
     context.close()
     assert server["proc"].poll() is None  # nothing above took the server down
+
+
+def test_cancel_stops_the_edit_and_frees_the_device(browser, server, assets):
+    context, page = _open(browser, server)
+    _upload(page, assets["root"] / "small.png")
+    _click(page, 30, 30, "Click the target of handle 1.")
+    _click(page, 40, 30, "1 drag.")
+    page.get_by_text("Advanced parameters").click()
+    steps = page.locator("#param-dragdiffusion-lora_steps input")
+    steps.fill("100000")
+    steps.press("Tab")
+    page.click("#run-btn")
+    _status(page).to_contain_text("identity LoRA — step", timeout=60_000)
+    page.click("#cancel-btn")
+    _status(page).to_contain_text("Cancelled.")
+    steps.fill("2")
+    steps.press("Tab")
+    page.click("#run-btn")  # runs only once the cancelled edit has released the model
+    _status(page).to_contain_text("Done", timeout=90_000)
+    assert _result_size(page) == (96, 64)
+    context.close()

@@ -34,6 +34,10 @@ PREVIEW_EVERY_S = 0.25
 CSS = "#result img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"  # at most this often a live preview is sent to the browser
 
 
+NO_IMAGE = ("No image yet. If you uploaded a file, it could not be read as an image: use PNG, JPEG, WebP, BMP or "
+            "TIFF.")
+
+
 def _error(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return f"**Error:** {text}"
@@ -204,7 +208,9 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
                 background = (value or {}).get("background")
                 logger.debug("editor change: background %s, %d layer(s)", None if background is None else
                              np.asarray(background).shape, len((value or {}).get("layers") or []))
-                if background is None:  # cleared (handled by on_clear_image) or a blob already consumed: keep
+                if background is None:  # cleared, a blob already consumed, or a file the browser could not decode
+                    if sess.image is None:
+                        return sess, None, NO_IMAGE
                     return sess, gr.update(), gr.update()
                 if ss.fingerprint(background) != sess.fingerprint:
                     sess = ss.set_image(ss.Session(), _flatten(background), max_side)
