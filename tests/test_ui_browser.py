@@ -27,7 +27,8 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 pytest.importorskip("gradio", reason="the web app needs gradio (pip install -e '.[ui]')")
-sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests need playwright (pip install -e '.[test]')")
+sync_api = pytest.importorskip("playwright.sync_api",
+                               reason="browser tests need playwright (pip install -e '.[test]')")
 if not Path(CHROMIUM).exists():
     pytest.skip(f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)",
                 allow_module_level=True)
@@ -144,7 +145,8 @@ def _click(page, x, y, expected: str):
     nw, nh = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
     scale = view_scale(page.dragkit_size)
     assert (nw, nh) == (page.dragkit_size[0] * scale, page.dragkit_size[1] * scale)
-    page.mouse.click(box["x"] + (x + 0.5) * scale * box["width"] / nw, box["y"] + (y + 0.5) * scale * box["height"] / nh)
+    page.mouse.click(box["x"] + (x + 0.5) * scale * box["width"] / nw,
+                     box["y"] + (y + 0.5) * scale * box["height"] / nh)
     _status(page).to_contain_text(expected)
 
 

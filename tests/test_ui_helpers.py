@@ -205,6 +205,10 @@ def test_import_errors_are_one_line(tmp_path):
         exchange.import_edit([bad], tmp_path / "b")
     with pytest.raises(DragError, match="nothing to import"):
         exchange.import_edit([fake], tmp_path / "c")
+    sneaky = tmp_path / "sneaky.json"
+    sneaky.write_text('{"image": "/etc/hostname", "handles": [[1, 1]], "targets": [[2, 2]]}')
+    with pytest.raises(DragError, match="must be a file uploaded with the JSON"):
+        exchange.import_edit([sneaky], tmp_path / "e")
     odd = tmp_path / "odd"
     odd.mkdir()
     _image().save(odd / "original_image.png")

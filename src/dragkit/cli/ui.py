@@ -68,5 +68,8 @@ def run(args: argparse.Namespace) -> int:
     editor = load_editor(args, lora_cache_dir=args.lora_cache or None)
     demo = build_app(editor, defaults, method=args.method, max_side=args.max_side, seed=args.seed)
     logger.info("serving on http://%s:%d", args.host, args.port)
-    serve(demo, args.host, args.port, args.share)
+    try:
+        serve(demo, args.host, args.port, args.share)
+    except OSError as exc:
+        raise DragError(f"cannot serve on {args.host}:{args.port}: {exc}") from None
     return 0

@@ -28,10 +28,10 @@ logger = logging.getLogger(__name__)
 
 STAGES = {"lora": "identity LoRA", "inversion": "DDIM inversion", "optimization": "drag (latent optimisation)",
           "denoising": "denoising"}
-PREVIEW_EVERY_S = 0.25
+PREVIEW_EVERY_S = 0.25  # at most this often a live preview is sent to the browser
 # Results are shown filling their box (small images upscaled, pixelated); the points view is upscaled server-side
 # instead, because Gradio maps clicks to image pixels assuming the browser never enlarges an image.
-CSS = "#result img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"  # at most this often a live preview is sent to the browser
+CSS = "#result img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
 
 
 NO_IMAGE = ("No image yet. If you uploaded a file, it could not be read as an image: use PNG, JPEG, WebP, BMP or "
@@ -145,7 +145,8 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
         with gr.Row(equal_height=False):
             with gr.Column():
                 editor_in = gr.ImageEditor(
-                    label="Image and editable region", type="numpy", image_mode="RGBA", sources=["upload", "clipboard"],
+                    label="Image and editable region", type="numpy", image_mode="RGBA",
+                    sources=["upload", "clipboard"],
                     transforms=[], layers=False, format="png", elem_id="input-editor",
                     brush=gr.Brush(colors=[("#ffffff", 0.75)], default_color=("#ffffff", 0.75), color_mode="fixed"),
                     eraser=gr.Eraser(), placeholder="Drop an image here (any size; very large ones are downscaled)")
@@ -221,7 +222,8 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
                 return sess, _view(sess), _error(exc)
             except Exception as exc:  # never let a bad upload take the server down
                 logger.exception("image upload failed")
-                return sess, _view(sess), _error(DragError(f"cannot read the upload as an image ({type(exc).__name__})"))
+                message = f"cannot read the upload as an image ({type(exc).__name__})"
+                return sess, _view(sess), _error(DragError(message))
 
         def on_clear_image(_sess: ss.Session):
             return ss.Session(), None, "Upload an image to start."
@@ -293,8 +295,8 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
                     events.put(None)
 
             threading.Thread(target=work, name="dragkit-edit", daemon=True).start()
-            yield {status: "**Running** · starting…" + ("\n\n**Warning:** " + "; ".join(warn) if warn else ""), result_img: None,
-                   compare: None, trajectory: None}
+            note = "\n\n**Warning:** " + "; ".join(warn) if warn else ""
+            yield {status: "**Running** · starting…" + note, result_img: None, compare: None, trajectory: None}
             lora_seen, last_sent, done = False, 0.0, False
             while not done:
                 ev = events.get()
@@ -351,7 +353,8 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
             final_view = drawing.render_view(sess.image, sess.points, sess.mask, handles=result.final_handles)
             yield {status: text, view: final_view, result_img: result.image, compare: (req.image, result.image),
                    trajectory: str(gif_path) if gif_path else None, downloads: [str(f) for f in files],
-                   last_edit: {"key": edit_key(sess, req, config, seed_value), "result": result}}
+                   last_edit: {"key": edit_key(sess, req, config, seed_value),
+                               "result": dataclasses.replace(result, latent=None)}}
 
         def on_cancel(sess: ss.Session, request: gr.Request):
             flag = cancel_flags.get(getattr(request, "session_hash", None) or "local")
@@ -397,9 +400,9 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
                         updates[offset + i] = gr.update(value=params_mod.format_value(p.kind, value))
             text = f"Imported {len(req.handles)} drag(s). " + _points_status(sess)
             return [sess, _editor_value(sess), _view(sess), text, method_update, gr.update(value=req.prompt),
-                    gr.update(), gr.update(), *updates]
+                    None, None, *updates]
 
-        # --- wiring ---------------------------------------------------------------------------------------------------
+        # --- wiring -------------------------------------------------------------------------------------------------
         editor_in.change(on_editor, [editor_in, session], [session, view, status], trigger_mode="always_last",
                          show_progress="hidden")
         # The upload event carries the uploaded file itself; change events (brush strokes) carry canvas blobs.
@@ -425,4 +428,4 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
 def serve(demo, host: str = "127.0.0.1", port: int = 7860, share: bool = False, block: bool = True):
     """Launch ``demo`` (bound to ``host``; ``block=False`` returns at once, for tests and notebooks)."""
     return demo.launch(server_name=host, server_port=port, share=share, ssr_mode=False, show_error=True, css=CSS,
-                       prevent_thread_lock=not block, quiet=not block)
+                       prevent_thread_lock=not block, quiet=not block, max_file_size="200mb")

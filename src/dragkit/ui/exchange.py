@@ -128,6 +128,11 @@ def import_edit(paths: Sequence[str | Path], work_dir: str | Path) -> tuple[Drag
     jsons = sorted(work.glob("*.json"))
     if jsons:
         data = _read_json(jsons[0])
+        request_part = data.get("request", data) if isinstance(data, dict) else data
+        for key in ("image", "mask"):  # an uploaded JSON may only name files uploaded with it
+            name = request_part.get(key) if isinstance(request_part, dict) else None
+            if name and not (work / str(name)).resolve().is_relative_to(work.resolve()):
+                raise DragError(f"{jsons[0].name}: {key} must be a file uploaded with the JSON, not {name!r}")
         request, _, _ = read_request_file(jsons[0])
         extra = {k: data[k] for k in ("method", "config") if isinstance(data, dict) and k in data}
         return request, extra
