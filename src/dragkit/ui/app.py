@@ -323,7 +323,8 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
                 if handles is not None:
                     update[view] = drawing.render_view(sess.image, sess.points, sess.mask, handles=handles)
                 yield update
-            cancel_flags.pop(hash_, None)
+            if cancel_flags.get(hash_) is flag:
+                del cancel_flags[hash_]
             if "error" in box:
                 exc = box["error"]
                 if isinstance(exc, EditCancelled):
