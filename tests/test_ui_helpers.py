@@ -209,6 +209,11 @@ def test_import_errors_are_one_line(tmp_path):
     sneaky.write_text('{"image": "/etc/hostname", "handles": [[1, 1]], "targets": [[2, 2]]}')
     with pytest.raises(DragError, match="must be a file uploaded with the JSON"):
         exchange.import_edit([sneaky], tmp_path / "e")
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "request.json").write_text('{"image": "original_image.png", "handles": [[1, 1]], "targets": [[2, 2]]}')
+    with pytest.raises(DragError, match="refers to original_image.png: upload it together"):
+        exchange.import_edit([lone / "request.json"], tmp_path / "f")
     odd = tmp_path / "odd"
     odd.mkdir()
     _image().save(odd / "original_image.png")
@@ -244,3 +249,23 @@ def test_ui_command_defaults_and_overrides():
     with pytest.raises(DragError, match="unknown config field"):
         method_defaults(_ui_args("--set", "no_such_field=1"))
     assert isinstance(args, argparse.Namespace)
+
+
+def test_app_builds_with_a_control_per_config_field():
+    gr = pytest.importorskip("gradio", reason="the web app needs gradio")
+    from dragkit.ui.app import build_app
+
+    class StubEditor:
+        lora_cache = None
+
+    demo = build_app(StubEditor(), {"dragdiffusion": DragDiffusionConfig(optimization_steps=3)})
+    assert isinstance(demo, gr.Blocks)
+    ids = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    for elem in ("input-editor", "points-view", "result", "status", "run-btn", "cancel-btn", "import-files"):
+        assert elem in ids
+    for f in dataclasses.fields(DragDiffusionConfig):
+        assert f"param-dragdiffusion-{f.name}" in ids
+    assert ids["param-dragdiffusion-optimization_steps"].value == 3
+    assert "paper default: 80" in ids["param-dragdiffusion-optimization_steps"].info
+    run = [d for d in demo.fns.values() if d.name == "on_run"][0]
+    assert run.concurrency_limit == 1

@@ -133,6 +133,9 @@ def import_edit(paths: Sequence[str | Path], work_dir: str | Path) -> tuple[Drag
             name = request_part.get(key) if isinstance(request_part, dict) else None
             if name and not (work / str(name)).resolve().is_relative_to(work.resolve()):
                 raise DragError(f"{jsons[0].name}: {key} must be a file uploaded with the JSON, not {name!r}")
+            if name and not (work / str(name)).is_file():
+                raise DragError(f"{jsons[0].name} refers to {name}: upload it together with the JSON "
+                                "(or import the edit.zip)")
         request, _, _ = read_request_file(jsons[0])
         extra = {k: data[k] for k in ("method", "config") if isinstance(data, dict) and k in data}
         return request, extra
