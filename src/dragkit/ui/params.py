@@ -1,0 +1,80 @@
+"""The "advanced parameters" of each method, read generically from its config dataclass (names, types, defaults and
+the comments of :mod:`dragkit.config`, which name the paper symbols), and turned back into a config."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import apply_overrides
+
+
+@dataclass(frozen=True)
+class Param:
+    method: str
+    name: str
+    kind: str  # "bool", "int", "float", "tuple", "str"
+    value: Any  # the app's default (paper default unless overridden at start)
+    paper_default: Any
+    help: str
+
+
+def _kind(typ: Any) -> str:
+    if typ is bool:
+        return "bool"
+    if typ is int:
+        return "int"
+    if typ is float:
+        return "float"
+    if typing.get_origin(typ) is tuple:
+        return "tuple"
+    return "str"
+
+
+def field_comments(cfg_cls: type) -> dict[str, str]:
+    """``name: type = default  # comment`` → {name: comment}, read from the class source (empty if unavailable)."""
+    try:
+        source = inspect.getsource(cfg_cls)
+    except (OSError, TypeError):
+        return {}
+    out = {}
+    for line in source.splitlines():
+        m = re.match(r"\s+(\w+)\s*:[^=#]+=[^#]*#\s*(.+)$", line)
+        if m:
+            out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def method_params(method: str, config: Any) -> list[Param]:
+    """One :class:`Param` per field of ``config`` (an instance of the method's config class)."""
+    cls = type(config)
+    hints = typing.get_type_hints(cls)
+    comments = field_comments(cls)
+    paper = cls()
+    return [Param(method, f.name, _kind(hints[f.name]), getattr(config, f.name), getattr(paper, f.name),
+                  comments.get(f.name, "")) for f in dataclasses.fields(cls)]
+
+
+def format_value(kind: str, value: Any) -> Any:
+    """A config value as its widget shows it (tuples as "2, 3")."""
+    if kind == "tuple":
+        return ", ".join(str(v) for v in value)
+    return value
+
+
+def config_from_values(default: Any, params: list[Param], values: list[Any]) -> Any:
+    """``default`` with the widgets' ``values`` applied (typed and validated by the config; DragError if not)."""
+    assignments = []
+    for p, v in zip(params, values):
+        if p.kind == "tuple":
+            v = "(" + str(v if v is not None else "") + ")"
+        elif p.kind == "float" and v is not None:
+            v = repr(float(v))
+        elif p.kind == "int" and isinstance(v, float) and v.is_integer():
+            v = int(v)
+        assignments.append(f"{p.name}={v}")
+    return apply_overrides(default, assignments)
