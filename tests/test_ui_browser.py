@@ -146,7 +146,7 @@ def _paint(page):
 def _click(page, x, y, expected: str):
     """Click image pixel (x, y) on the points view (which shows the image upscaled by an integer factor)."""
     page.wait_for_function("(() => { const e = document.querySelector('#points-view img');"
-                           " return e && e.complete && e.naturalWidth > 0; })()")
+                           " return e && e.complete && e.naturalWidth > 0; })()", timeout=90_000)
     img = page.locator("#points-view img")
     box = img.bounding_box()
     nw, nh = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
