@@ -272,12 +272,14 @@ def test_cancel_stops_the_edit_and_frees_the_device(browser, server, assets):
     steps = page.locator("#param-dragdiffusion-lora_steps input")
     steps.fill("100000")
     steps.press("Tab")
+    page.wait_for_timeout(500)  # let the number reach the app before Run reads it
     page.click("#run-btn")
     _status(page).to_contain_text("identity LoRA — step", timeout=60_000)
     page.click("#cancel-btn")
     _status(page).to_contain_text("Cancelled.")
     steps.fill("2")
     steps.press("Tab")
+    page.wait_for_timeout(500)  # let the number reach the app before Run reads it
     page.click("#run-btn")  # runs only once the cancelled edit has released the model
     _status(page).to_contain_text("Done", timeout=90_000)
     assert _result_size(page) == (96, 64)

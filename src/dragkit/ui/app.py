@@ -271,9 +271,12 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
                 yield {status: _error(exc)}
                 return
             warn = ss.mask_warnings(sess)
-            flag = threading.Event()
             hash_ = getattr(request, "session_hash", None) or "local"
-            cancel_flags[hash_] = flag
+            flag = cancel_flags.setdefault(hash_, threading.Event())  # made at the click by on_queued
+            if flag.is_set():  # cancelled while waiting in the queue
+                cancel_flags.pop(hash_, None)
+                yield {status: "Cancelled."}
+                return
             events: queue.Queue = queue.Queue()
 
             def callback(ev: ProgressEvent) -> None:
@@ -294,6 +297,7 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
                 finally:
                     events.put(None)
 
+            logger.debug("edit starts (session %s)", hash_)
             threading.Thread(target=work, name="dragkit-edit", daemon=True).start()
             note = "\n\n**Warning:** " + "; ".join(warn) if warn else ""
             yield {status: "**Running** · starting…" + note, result_img: None, compare: None, trajectory: None}
@@ -325,6 +329,7 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
                 yield update
             if cancel_flags.get(hash_) is flag:
                 del cancel_flags[hash_]
+            logger.debug("edit ends (session %s): %s", hash_, type(box.get("error", box.get("result"))).__name__)
             if "error" in box:
                 exc = box["error"]
                 if isinstance(exc, EditCancelled):
@@ -357,8 +362,14 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
                    last_edit: {"key": edit_key(sess, req, config, seed_value),
                                "result": dataclasses.replace(result, latent=None)}}
 
+        def on_queued(request: gr.Request):
+            """At the click, before the queue: a fresh cancel flag, so that Cancel also reaches a queued edit."""
+            cancel_flags[getattr(request, "session_hash", None) or "local"] = threading.Event()
+            return "**Queued** · waiting for the device…"
+
         def on_cancel(sess: ss.Session, request: gr.Request):
             flag = cancel_flags.get(getattr(request, "session_hash", None) or "local")
+            logger.debug("cancel (session %s): %s", getattr(request, "session_hash", None), flag is not None)
             if flag is None:
                 return "Nothing to cancel.", _view(sess)
             flag.set()
@@ -414,10 +425,12 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
         clear_btn.click(on_clear, [session], [session, view, status], show_progress="hidden")
         method_dd.change(on_method, [method_dd], groups, show_progress="hidden")
         run_inputs = {session, last_edit, method_dd, prompt_tb, seed_nb, *all_widgets}
-        run_event = run_btn.click(on_run, run_inputs,
-                                  [status, view, result_img, compare, trajectory, downloads, last_edit],
-                                  concurrency_limit=1, concurrency_id="device", show_progress="minimal")
-        cancel_btn.click(on_cancel, [session], [status, view], cancels=[run_event])
+        # Cancel works through a per-session flag that the edit checks at every step (and before it starts), so
+        # the edit ends cleanly and frees the device; Gradio's `cancels=` would only detach the stream.
+        run_btn.click(on_queued, None, [status], queue=False, show_progress="hidden").then(
+            on_run, run_inputs, [status, view, result_img, compare, trajectory, downloads, last_edit],
+            concurrency_limit=1, concurrency_id="device", show_progress="minimal")
+        cancel_btn.click(on_cancel, [session], [status, view], queue=False, show_progress="hidden")
         export_btn.click(on_export, run_inputs, [downloads, status])
         import_files.upload(on_import, [import_files],
                             [session, editor_in, view, status, method_dd, prompt_tb, result_img, downloads,
