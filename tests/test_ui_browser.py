@@ -249,7 +249,7 @@ def test_bad_input_shows_a_message_and_import_replays(browser, server, assets, t
     mask = np.zeros((120, 160), np.uint8)
     mask[30:100, 20:120] = 1
     req = DragRequest(_picture(160, 120, seed=1), [(40, 60)], [(60, 60)], mask, "a red disc")
-    files = exchange.export_edit(tmp_path / "exp", req, "dragdiffusion", DragDiffusionConfig())
+    files = exchange.export_edit(tmp_path / "exp", req, DragDiffusionConfig())
     page.locator("#import-files input[type=file]").set_input_files(str(files[-1]))
     _status(page).to_contain_text("Imported 1 drag(s).")
     _status(page).to_contain_text("Image 160×120. 1 drag.")

@@ -157,7 +157,7 @@ def test_export_import_round_trip_request_zip(tmp_path):
     result = DragResult(_image(seed=3), [(29.0, 22.0), (41.0, 12.0)], [[(12, 20), (40, 30)], [(29, 22), (41, 12)]],
                         {"total": 1.0}, 1)
     cfg = DragDiffusionConfig(optimization_steps=3)
-    files = exchange.export_edit(tmp_path / "out", req, "dragdiffusion", cfg, result)
+    files = exchange.export_edit(tmp_path / "out", req, cfg, result)
     assert [f.name for f in files] == ["edited.png", "request.json", "edit.zip", "dragbench_sample.zip"]
     with zipfile.ZipFile(files[2]) as zf:
         assert sorted(zf.namelist()) == ["edited.png", "mask.png", "original_image.png", "request.json"]
@@ -176,7 +176,7 @@ def test_export_import_round_trip_request_zip(tmp_path):
 @pytest.mark.parametrize("with_mask", [True, False])
 def test_export_import_round_trip_dragbench(tmp_path, with_mask):
     req = _request(with_mask)
-    files = exchange.export_edit(tmp_path / "out", req, "dragdiffusion", DragDiffusionConfig())
+    files = exchange.export_edit(tmp_path / "out", req, DragDiffusionConfig())
     sample = files[-1]
     with zipfile.ZipFile(sample) as zf:
         assert sorted(zf.namelist()) == ["meta_data.pkl", "original_image.png"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from typing import Callable, Optional
@@ -11,6 +10,7 @@ import torch
 
 from . import stages
 from .config import DragDiffusionConfig
+from .io import image_bytes
 from .lora import LoraCache, maybe_lora, train_identity_lora
 from .models import DEFAULT_MODEL, DiffusionModel
 from .types import DragRequest, DragResult, ProgressCallback
@@ -90,9 +90,7 @@ class DragEditor:
             return None
         key = None
         if self.lora_cache is not None:
-            buf = io.BytesIO()
-            request.image.save(buf, format="PNG")
-            key = LoraCache.key(buf.getvalue(), request.prompt, self.model.name, str(self.model.dtype), config.lora_steps,
+            key = LoraCache.key(image_bytes(request.image), request.prompt, self.model.name, str(self.model.dtype), config.lora_steps,
                                 config.lora_rank, config.lora_lr, config.lora_batch_size, config.lora_weight_decay,
                                 seed)
             cached = self.lora_cache.get(key)

@@ -62,6 +62,23 @@ def request_to_json(request: DragRequest, image_path: str, mask_path: Optional[s
             "handles": [list(p) for p in request.handles], "targets": [list(p) for p in request.targets]}
 
 
+def edit_record(request: DragRequest, image_path: str, mask_path: Optional[str], config: Any = None,
+                result: Any = None) -> dict[str, Any]:
+    """The JSON of an edit — ``{request, method, config, final_handles, trajectory, timings}`` — as written by
+    ``dragkit edit --json``, the web app's export and the benchmark runner, and read back by ``--request``."""
+    from .config import config_to_dict
+
+    data: dict[str, Any] = {"request": request_to_json(request, image_path, mask_path)}
+    if config is not None:
+        data["method"] = config.method
+        data["config"] = config_to_dict(config)
+    if result is not None:
+        data["final_handles"] = [list(p) for p in result.final_handles]
+        data["trajectory"] = [[list(p) for p in step] for step in result.trajectory]
+        data["timings"] = result.timings
+    return data
+
+
 def request_from_json(data: dict[str, Any], base_dir: str | Path = ".") -> tuple[DragRequest, str, Optional[str]]:
     """A request from the JSON schema above; relative paths are resolved against ``base_dir``."""
     if not isinstance(data, dict) or "image" not in data:

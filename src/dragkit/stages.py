@@ -10,8 +10,9 @@ golden cases, 512×512) are not resampled at all.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
@@ -95,16 +96,11 @@ class FeatureModel:
         return eps, resize_features(self.capture.pop(), self.grid_hw)
 
 
-def feature_model(model: DiffusionModel, edit: Edit, block: int):
-    """Context manager yielding a :class:`FeatureModel` for ``unet.up_blocks[block]``."""
-    from contextlib import contextmanager
-
-    @contextmanager
-    def _ctx():
-        with capture_features(model.unet, block) as capture:
-            yield FeatureModel(model, capture, edit.grid_hw)
-
-    return _ctx()
+@contextmanager
+def feature_model(model: DiffusionModel, edit: Edit, block: int) -> Iterator[FeatureModel]:
+    """A :class:`FeatureModel` for ``unet.up_blocks[block]``; the hook is removed on exit."""
+    with capture_features(model.unet, block) as capture:
+        yield FeatureModel(model, capture, edit.grid_hw)
 
 
 def invert(model: DiffusionModel, edit: Edit, inverted_steps: int,

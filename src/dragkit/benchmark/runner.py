@@ -17,7 +17,7 @@ from typing import Callable, Optional
 
 from ..config import config_to_dict
 from ..datasets import BenchSample, read_sample, resize_request, sample_ids
-from ..io import request_to_json, save_image_atomic, save_json_atomic
+from ..io import edit_record, save_image_atomic, save_json_atomic
 from ..metrics.dai import GAMMAS, dai_all
 from ..types import DragError, DragRequest, EditCancelled
 
@@ -86,11 +86,8 @@ def run_sample(editor, config, sample: BenchSample, request: DragRequest, sample
     result = editor.edit(request, config, callback=callback, seed=seed)
     save_image_atomic(result.image, sample_dir / "dragged_image.png")
     record = {
-        "status": "ok", "sample_id": sample.sample_id, "category": sample.category,
-        "request": request_to_json(request, image_path, None), "size": list(request.size),
-        "final_handles": [list(p) for p in result.final_handles],
-        "trajectory": [[list(p) for p in step] for step in result.trajectory],
-        "steps": result.steps, "timings": result.timings,
+        "status": "ok", "sample_id": sample.sample_id, "category": sample.category, "size": list(request.size),
+        **edit_record(request, image_path, None, config, result), "steps": result.steps,
         "metrics": dai_all(request.image, result.image, request.handles, request.targets, GAMMAS, dai_official),
     }
     save_json_atomic(record, sample_dir / RESULT)

@@ -9,8 +9,8 @@ import logging
 from pathlib import Path
 
 from ..animation import save_animation
-from ..config import config_fields, config_to_dict
-from ..io import (load_image, load_mask, parse_drag, read_dragbench_sample, read_request_file, request_to_json,
+from ..config import config_fields
+from ..io import (edit_record, load_image, load_mask, parse_drag, read_dragbench_sample, read_request_file,
                   save_image_atomic, save_json_atomic)
 from ..types import DragError, DragRequest
 from .common import ProgressBars, add_method_options, add_model_options, build_config, load_editor
@@ -93,13 +93,6 @@ def run(args: argparse.Namespace) -> int:
     if args.trajectory:
         save_animation(result.frames or [], args.trajectory)
     if args.json_out:
-        save_json_atomic({
-            "request": request_to_json(request, image_path, mask_path),
-            "method": config.method,
-            "config": config_to_dict(config),
-            "final_handles": [list(p) for p in result.final_handles],
-            "trajectory": [[list(p) for p in step] for step in result.trajectory],
-            "timings": result.timings,
-        }, args.json_out)
+        save_json_atomic(edit_record(request, image_path, mask_path, config, result), args.json_out)
     logger.info("wrote %s (%s)", args.out, json.dumps({k: round(v, 2) for k, v in result.timings.items()}))
     return 0

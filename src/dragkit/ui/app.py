@@ -342,7 +342,7 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
                            view: _view(sess)}
                 return
             result = box["result"]
-            files = exchange.export_edit(fresh_dir("edit-"), req, config.method, config, result)
+            files = exchange.export_edit(fresh_dir("edit-"), req, config, result)
             gif = drawing.trajectory_animation(req.image, sess.points, result.trajectory,
                                                frames=getattr(result, "frames", None))
             gif_path = None
@@ -380,7 +380,7 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
                 sess, req, config, seed_value = gather(data)
                 last = data[last_edit]
                 result = last["result"] if last and last["key"] == edit_key(sess, req, config, seed_value) else None
-                files = exchange.export_edit(fresh_dir("export-"), req, config.method, config, result)
+                files = exchange.export_edit(fresh_dir("export-"), req, config, result)
                 note = " (with the result)" if result is not None else " (not run yet: no result included)"
                 return {downloads: [str(f) for f in files], status: "Exported" + note + "."}
             except DragError as exc:

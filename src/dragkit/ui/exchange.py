@@ -25,24 +25,15 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from ..config import config_to_dict
-from ..io import read_dragbench_sample, read_request_file, request_to_json, save_json_atomic
+from ..io import edit_record, image_bytes, read_dragbench_sample, read_request_file, save_json_atomic
 from ..types import DragError, DragRequest, DragResult
 
 MAX_IMPORT_BYTES = 200 * 1024 * 1024  # refuse zips that would unpack to more than this
 
 
-def edit_json(request: DragRequest, method: str, config: Any, result: Optional[DragResult] = None) -> dict:
-    data = {
-        "request": request_to_json(request, "original_image.png", "mask.png" if request.mask is not None else None),
-        "method": method,
-        "config": config_to_dict(config) if config is not None else {},
-    }
-    if result is not None:
-        data["final_handles"] = [list(p) for p in result.final_handles]
-        data["trajectory"] = [[list(p) for p in step] for step in result.trajectory]
-        data["timings"] = result.timings
-    return data
+def edit_json(request: DragRequest, config: Any, result: Optional[DragResult] = None) -> dict:
+    """The edit record (:func:`dragkit.io.edit_record`) with the file names used inside the exported zips."""
+    return edit_record(request, "original_image.png", "mask.png" if request.mask is not None else None, config, result)
 
 
 def dragbench_meta(request: DragRequest) -> dict:
@@ -54,7 +45,7 @@ def dragbench_meta(request: DragRequest) -> dict:
     return {"prompt": request.prompt, "points": points, "mask": mask}
 
 
-def export_edit(out_dir: str | Path, request: DragRequest, method: str, config: Any,
+def export_edit(out_dir: str | Path, request: DragRequest, config: Any,
                 result: Optional[DragResult] = None) -> list[Path]:
     """Write request.json, edit.zip and dragbench_sample.zip (and edited.png after a run) into ``out_dir``."""
     out = Path(out_dir)
@@ -64,30 +55,22 @@ def export_edit(out_dir: str | Path, request: DragRequest, method: str, config: 
         files["mask.png"] = Image.fromarray((np.asarray(request.mask) > 0).astype(np.uint8) * 255)
     if result is not None:
         files["edited.png"] = result.image
-    data = edit_json(request, method, config, result)
+    data = edit_json(request, config, result)
     save_json_atomic(data, out / "request.json")
     with zipfile.ZipFile(out / "edit.zip", "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("request.json", json.dumps(data, indent=1))
         for name, im in files.items():
-            zf.writestr(name, _png(im))
+            zf.writestr(name, image_bytes(im))
     with zipfile.ZipFile(out / "dragbench_sample.zip", "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("original_image.png", _png(request.image))
+        zf.writestr("original_image.png", image_bytes(request.image))
         zf.writestr("meta_data.pkl", pickle.dumps(dragbench_meta(request), protocol=4))
         if result is not None:
-            zf.writestr("dragged_image.png", _png(result.image))
+            zf.writestr("dragged_image.png", image_bytes(result.image))
     written = [out / "request.json", out / "edit.zip", out / "dragbench_sample.zip"]
     if result is not None:
         result.image.save(out / "edited.png")
         written.insert(0, out / "edited.png")
     return written
-
-
-def _png(image: Image.Image) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _unzip(path: Path, dest: Path) -> None:
