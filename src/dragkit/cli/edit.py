@@ -98,6 +98,10 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.out).suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"):
         raise DragError(f"--out {args.out}: use an image extension such as .png")
     editor = load_editor(args)
+    if generation is not None:  # the config actually used (the generation's steps, no LoRA), also for --json
+        from ..editor import generated_config
+
+        config = generated_config(config, generation, request, editor.model)
     bars = ProgressBars(enabled=not args.no_progress)
     try:
         result = editor.edit(request, config, callback=bars, seed=args.seed, generation=generation)
