@@ -226,4 +226,5 @@ def test_style_lora_applies_to_generation_and_drag_and_survives_the_identity_lor
     assert not any(p.requires_grad for p in styled.model.unet.parameters())
     torch.testing.assert_close(styled.generate(gen_config()).latents, b.latents)
     with pytest.raises(DragError, match="style LoRA not found"):
-        DiffusionModel.from_pretrained(str(tiny_model_dir), device="cpu", style_lora=str(tmp_path / "nope.safetensors"))
+        DiffusionModel.from_pretrained(str(tiny_model_dir), device="cpu",
+                                       style_lora=str(tmp_path / "nope.safetensors"))

@@ -124,9 +124,9 @@ class DragEditor:
         key = None
         if self.lora_cache is not None:
             style = (self.model.style_lora["sha256"], self.model.style_lora["scale"]) if self.model.style_lora else ()
-            key = LoraCache.key(image_bytes(request.image), request.prompt, self.model.name, str(self.model.dtype), config.lora_steps,
-                                config.lora_rank, config.lora_lr, config.lora_batch_size, config.lora_weight_decay,
-                                seed, *style)
+            key = LoraCache.key(image_bytes(request.image), request.prompt, self.model.name, str(self.model.dtype),
+                                config.lora_steps, config.lora_rank, config.lora_lr, config.lora_batch_size,
+                                config.lora_weight_decay, seed, *style)
             cached = self.lora_cache.get(key)
             if cached is not None:
                 return cached
