@@ -115,7 +115,7 @@ def test_image(size: int) -> tuple[Image.Image, np.ndarray]:
 
 
 def load_model(args, device, dtype) -> DiffusionModel:
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
     if args.arch == "sd15":
         return build_sd15_random(device, dtype)
     if args.model:
@@ -223,6 +223,8 @@ def main():
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--method", action="append", choices=method_names())
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE")
+    p.add_argument("--threads", type=int, help="CPU threads (default: all cores; 1 on a machine shared with "
+                   "other jobs, where oversubscribed threads slow everything down)")
     p.add_argument("--warmup", action="store_true", help="one short edit first (CUDA kernels, allocator)")
     p.add_argument("--json", help="write the rows as JSON here")
     g = p.add_argument_group("generated-image mode")

@@ -8,6 +8,10 @@ tracking on UNet decoder features, then denoise it under reference-latent-contro
          ẑ_t ← Adam step on L                                                                 (Eq. 4)
     3. denoise [z_t, ẑ_t] with mutual self-attention on the decoder; decode the edited branch  (§3.4)
 
+Generated images (``generation`` given, paper appendix C): no LoRA, no inversion (z_t is the generation's latent at
+t*), CFG kept (F is the weighted concatenation of both branches' features, :mod:`dragkit.guidance`), and the DDIM
+step is the generation sampler's step (:mod:`dragkit.sampling`).
+
 Reference details kept (spec §1.3): F(z_t) is taken from step 0's forward, which also gives z_{t−1}, so the mask term's
 residual is exactly zero at step 0; the mask term is dropped when no mask is drawn.
 """

@@ -14,6 +14,10 @@ information-preserving motion supervision (§3.4), on the same primitives as Dra
     3. denoise [x̄, z] to the end with mutual self-attention on up_blocks 2, 3 (installed when dragging ends);
        decode the edited branch.
 
+Generated images (``generation`` given): z_{t*} is the generation's own latent, every evaluation is guided as the
+generation was (CFG features, :mod:`dragkit.guidance`) and every "DDIM" step above is a step of the generation's
+sampler, restarted at t* (:mod:`dragkit.sampling`).
+
 Paper vs official code (spec §4): we follow the code. The features are up_blocks[2]'s output, not the UNet's
 last layer; the motion term's factor is (2r1)², not (2r1+1)²; the λ-term is always on, so with no mask drawn the
 whole latent is pinned (``regularize_without_mask=False`` drops it instead); λ = 0.2 as the UI and paper (the bench

@@ -87,6 +87,8 @@ def prepare(model: DiffusionModel, request: DragRequest, config, generation=None
         scheduler = make_scheduler(model.scheduler_config, config.num_inference_steps)
         text = TextConditioning(model.encode_prompt(request.prompt))
     else:
+        if config.num_inference_steps != generation.config.num_inference_steps:
+            raise ValueError("drag a generation with its own num_inference_steps (see editor.generated_config)")
         scheduler = sampling.make_scheduler(model.scheduler_config, generation.config.scheduler,
                                             generation.config.num_inference_steps)
         text = generation_conditioning(model, generation.config)
