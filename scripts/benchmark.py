@@ -3,6 +3,7 @@
     python scripts/benchmark.py                          # tiny offline model, CPU, 512×512, paper defaults
     python scripts/benchmark.py --arch sd15 --device cuda  # full-size SD-1.5 architecture, random weights (GPU)
     python scripts/benchmark.py --model PATH_OR_HUB_ID   # any real model
+    python scripts/benchmark.py --generated --sizes 768x512,512x1024   # generation + generated-image drag
 
 Cost does not depend on weight values, so ``--arch sd15`` (the real SD-1.5 UNet/VAE/CLIP sizes with random
 weights, built offline) is a valid speed and memory benchmark. Memory: peak process RSS per stage on CPU (sampled),
@@ -27,12 +28,13 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from dragkit.config import apply_overrides  # noqa: E402
+from dragkit.config import GenerationConfig, apply_overrides  # noqa: E402
 from dragkit.editor import DragEditor, default_config, method_names  # noqa: E402
 from dragkit.models import DiffusionModel, select_device, select_dtype  # noqa: E402
 from dragkit.types import DragRequest, ProgressEvent  # noqa: E402
 
 STAGES = ("lora", "inversion", "optimization", "denoising")
+GENERATED_STAGES = ("generation", "optimization", "denoising")
 
 
 class StageMemory:
@@ -112,18 +114,20 @@ def test_image(size: int) -> tuple[Image.Image, np.ndarray]:
     return Image.fromarray((rgb * 255).astype(np.uint8)), mask
 
 
+def load_model(args, device, dtype) -> DiffusionModel:
+    torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
+    if args.arch == "sd15":
+        return build_sd15_random(device, dtype)
+    if args.model:
+        return DiffusionModel.from_pretrained(args.model, device=str(device), dtype=dtype)
+    from dragkit.testing import build_tiny_pipeline
+
+    return DiffusionModel.from_pipeline(build_tiny_pipeline().to(device, dtype), name="tiny-random")
+
+
 def run(args) -> list[dict]:
     device = select_device(args.device)
-    dtype = select_dtype(device, args.dtype)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    if args.arch == "sd15":
-        model = build_sd15_random(device, dtype)
-    elif args.model:
-        model = DiffusionModel.from_pretrained(args.model, device=str(device), dtype=dtype)
-    else:
-        from dragkit.testing import build_tiny_pipeline
-
-        model = DiffusionModel.from_pipeline(build_tiny_pipeline().to(device, dtype), name="tiny-random")
+    model = load_model(args, device, select_dtype(device, args.dtype))
     editor = DragEditor(model)
     image, mask = test_image(args.size)
     s = args.size
@@ -146,17 +150,68 @@ def run(args) -> list[dict]:
     return rows
 
 
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """"768x512,512x1024" → [(768, 512), (512, 1024)] (width × height)."""
+    return [tuple(int(v) for v in item.lower().split("x")) for item in text.split(",") if item.strip()]
+
+
+def run_generated(args, model: DiffusionModel, device) -> list[dict]:
+    """For every size: generate (CFG, the chosen sampler), then drag the generated image with every method."""
+    editor = DragEditor(model)
+    rows = []
+    for w, h in parse_sizes(args.sizes) if args.sizes else [(args.size, args.size)]:
+        gen_config = GenerationConfig(prompt="a photo of a cat", guidance_scale=args.guidance,
+                                      scheduler=args.scheduler, width=w, height=h)
+        if args.warmup:
+            editor.generate(GenerationConfig(num_inference_steps=2, width=w, height=h))
+        monitor = StageMemory(device)
+        generation = editor.generate(gen_config, callback=monitor)
+        monitor.finish()
+        gen_peak, gen_seconds = monitor.peaks.get("generation", 0.0), generation.timings["total"]
+        request = DragRequest(generation.image, handles=[(0.4 * w, 0.5 * h)], targets=[(0.55 * w, 0.5 * h)])
+        for method in args.method or method_names():
+            config = apply_overrides(default_config(method), args.overrides)
+            monitor = StageMemory(device)
+            result = editor.edit(request, config, callback=monitor, generation=generation)
+            monitor.finish()
+            row = {"mode": "generated", "method": method, "model": model.name, "device": str(device),
+                   "dtype": str(model.dtype).replace("torch.", ""), "size": f"{w}x{h}",
+                   "threads": torch.get_num_threads(), "guidance": args.guidance, "scheduler": args.scheduler,
+                   "seconds": {"generation": round(gen_seconds, 3),
+                               **{k: round(result.timings.get(k, 0.0), 3) for k in ("optimization", "denoising")},
+                               "drag_total": round(result.timings["total"], 3)},
+                   "peak_mib": {"generation": round(gen_peak, 1),
+                                **{k: round(monitor.peaks.get(k, 0.0), 1) for k in ("optimization", "denoising")}},
+                   "adam_steps": result.steps}
+            rows.append(row)
+            logging.info("%s", json.dumps(row))
+    return rows
+
+
+HEADS = {
+    "edit": ["method", "model", "device/dtype", "size", "LoRA s", "inversion s", "optimisation s (Adam steps)",
+             "denoising s", "total s", "peak MiB (LoRA / inv / opt / den)"],
+    "generated": ["method", "model", "device/dtype", "size", "CFG / sampler", "generation s",
+                  "optimisation s (Adam steps)", "denoising s", "drag total s", "peak MiB (gen / opt / den)"],
+}
+
+
+def _cells(r: dict) -> list[str]:
+    t, m = r["seconds"], r["peak_mib"]
+    cells = [r["method"], r["model"], f"{r['device']}/{r['dtype']}"]
+    if r.get("mode") == "generated":
+        return cells + [r["size"], f"{r['guidance']:g} / {r['scheduler']}", f"{t['generation']:.2f}",
+                        f"{t['optimization']:.2f} ({r['adam_steps']})", f"{t['denoising']:.2f}",
+                        f"{t['drag_total']:.2f}", " / ".join(f"{m[k]:.0f}" for k in GENERATED_STAGES)]
+    return cells + [f"{r['size']}²", f"{t['lora']:.2f}", f"{t['inversion']:.2f}",
+                    f"{t['optimization']:.2f} ({r['adam_steps']})", f"{t['denoising']:.2f}", f"{t['total']:.2f}",
+                    " / ".join(f"{m[k]:.0f}" for k in STAGES)]
+
+
 def markdown(rows: list[dict]) -> str:
-    head = ("| method | model | device/dtype | size | LoRA s | inversion s | optimisation s (Adam steps) | denoising s "
-            "| total s | peak MiB (LoRA / inv / opt / den) |\n|---|---|---|---|---|---|---|---|---|---|")
-    lines = [head]
-    for r in rows:
-        t, m = r["seconds"], r["peak_mib"]
-        lines.append(f"| {r['method']} | {r['model']} | {r['device']}/{r['dtype']} | {r['size']}² | {t['lora']:.2f} | "
-                     f"{t['inversion']:.2f} | {t['optimization']:.2f} ({r['adam_steps']}) | {t['denoising']:.2f} | "
-                     f"{t['total']:.2f} | {m['lora']:.0f} / {m['inversion']:.0f} / {m['optimization']:.0f} / "
-                     f"{m['denoising']:.0f} |")
-    return "\n".join(lines)
+    head = HEADS["generated" if rows and rows[0].get("mode") == "generated" else "edit"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(_cells(r)) + " |" for r in rows])
 
 
 def main():
@@ -168,11 +223,23 @@ def main():
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--method", action="append", choices=method_names())
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE")
+    p.add_argument("--threads", type=int, help="CPU threads (default: all cores; 1 on a machine shared with "
+                   "other jobs, where oversubscribed threads slow everything down)")
     p.add_argument("--warmup", action="store_true", help="one short edit first (CUDA kernels, allocator)")
     p.add_argument("--json", help="write the rows as JSON here")
+    g = p.add_argument_group("generated-image mode")
+    g.add_argument("--generated", action="store_true",
+                   help="time a generation, then the drag of the generated image (no LoRA, no inversion)")
+    g.add_argument("--sizes", help="WxH list for --generated, e.g. 768x512,512x1024 (default: --size square)")
+    g.add_argument("--guidance", type=float, default=7.5, help="CFG scale of the generation (default: %(default)s)")
+    g.add_argument("--scheduler", default="ddim", help="sampler of the generation (default: %(default)s)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    rows = run(args)
+    if args.generated:
+        device = select_device(args.device)
+        rows = run_generated(args, load_model(args, device, select_dtype(device, args.dtype)), device)
+    else:
+        rows = run(args)
     print(markdown(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

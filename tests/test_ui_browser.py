@@ -284,3 +284,27 @@ def test_cancel_stops_the_edit_and_frees_the_device(browser, server, assets):
     _status(page).to_contain_text("Done", timeout=90_000)
     assert _result_size(page) == (96, 64)
     context.close()
+
+
+def test_generate_then_drag_the_generated_image(browser, server, assets):
+    context, page = _open(browser, server)
+    page.get_by_role("tab", name="Generate").click()
+    for name, value in (("prompt", "a red disc"), ("num_inference_steps", "10"), ("width", "96"), ("height", "64")):
+        box = page.locator(f"#gen-{name} textarea, #gen-{name} input").first
+        box.fill(value)
+        box.press("Tab")
+    page.wait_for_timeout(500)  # let the values reach the app before Generate reads them
+    page.click("#gen-btn")
+    expect(page.locator("#gen-status")).to_contain_text("Done", timeout=90_000)
+    expect(page.locator("#gen-status")).to_contain_text("96×64")
+    page.click("#gen-to-drag")
+    _status(page).to_contain_text("Generated image: it is dragged from its saved latents.")
+    _status(page).to_contain_text("Image 96×64.")
+    page.dragkit_size = (96, 64)
+    _click(page, 30, 30, "Click the target of handle 1.")
+    _click(page, 45, 32, "1 drag.")
+    page.click("#run-btn")
+    _status(page).to_contain_text("Done", timeout=90_000)
+    _status(page).to_contain_text("generated image: dragged from its saved latents")
+    assert _result_size(page) == (96, 64)
+    context.close()

@@ -11,6 +11,8 @@ _EXPORTS = {
     "ModelLoadError": ".models",
     "DragDiffusionConfig": ".config",
     "GoodDragConfig": ".config",
+    "GenerationConfig": ".config",
+    "Generation": ".generation",
     "DragEditor": ".editor",
     "DragError": ".types",
     "DragRequest": ".types",

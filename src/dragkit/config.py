@@ -171,3 +171,44 @@ class GoodDragConfig:
     def inverted_steps(self) -> int:
         """k = round(T·strength), with Python's round (half to even) as the reference: 0.75 → 38."""
         return round(self.num_inference_steps * self.inversion_strength)
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Text-to-image generation whose every step latent is kept, so that the image can be dragged afterwards without
+    LoRA or inversion (DragDiffusion §4.3, appendix C); defaults as the official UI's "Editing Generated Image" tab."""
+
+    prompt: str = ""  # positive prompt
+    negative_prompt: str = ""  # negative prompt of CFG ("" = the null prompt)
+    seed: int = 65536  # seed of the initial noise z_T (drawn on the CPU, so the same on every device)
+    guidance_scale: float = 7.5  # s: classifier-free guidance scale (1 = no CFG, one UNet pass per step)
+    num_inference_steps: int = 50  # T: sampling steps (the drag later starts at step T − round(T·strength))
+    scheduler: str = "ddim"  # sampler: ddim (reference DDIM config) | dpm++2m | dpm++2m-karras
+    width: int = 512  # W in pixels, a multiple of the VAE factor (8 for SD)
+    height: int = 512  # H in pixels, a multiple of the VAE factor (8 for SD)
+    # --- FreeU (Si et al., CVPR 2024) through diffusers' enable_freeu; all 1.0 = off (reference UI defaults) ---
+    freeu_b1: float = 1.0  # b1: backbone factor of the first decoder stage (reference slider 1–1.6)
+    freeu_b2: float = 1.0  # b2: backbone factor of the second decoder stage (reference slider 1–1.6)
+    freeu_s1: float = 1.0  # s1: skip low-frequency factor of the first decoder stage (reference slider 0–1)
+    freeu_s2: float = 1.0  # s2: skip low-frequency factor of the second decoder stage (reference slider 0–1)
+
+    method = "generate"
+
+    def __post_init__(self):
+        from .sampling import SCHEDULERS
+
+        if self.scheduler not in SCHEDULERS:
+            raise DragError(f"unknown scheduler {self.scheduler!r}; choose from {', '.join(SCHEDULERS)}")
+        if self.num_inference_steps < 1:
+            raise DragError("num_inference_steps must be >= 1")
+        if self.guidance_scale < 1:
+            raise DragError("guidance_scale must be >= 1 (1 = no classifier-free guidance)")
+        if self.width < 1 or self.height < 1:
+            raise DragError("width and height must be positive")
+        if min(self.freeu_b1, self.freeu_b2) <= 0 or min(self.freeu_s1, self.freeu_s2) < 0:
+            raise DragError("FreeU factors must be positive (b1, b2 > 0; s1, s2 >= 0)")
+
+    @property
+    def freeu(self) -> tuple[float, float, float, float]:
+        """(b1, b2, s1, s2), the reference's order."""
+        return self.freeu_b1, self.freeu_b2, self.freeu_s1, self.freeu_s2

@@ -8,6 +8,10 @@ tracking on UNet decoder features, then denoise it under reference-latent-contro
          ẑ_t ← Adam step on L                                                                 (Eq. 4)
     3. denoise [z_t, ẑ_t] with mutual self-attention on the decoder; decode the edited branch  (§3.4)
 
+Generated images (``generation`` given, paper appendix C): no LoRA, no inversion (z_t is the generation's latent at
+t*), CFG kept (F is the weighted concatenation of both branches' features, :mod:`dragkit.guidance`), and the DDIM
+step is the generation sampler's step (:mod:`dragkit.sampling`).
+
 Reference details kept (spec §1.3): F(z_t) is taken from step 0's forward, which also gives z_{t−1}, so the mask term's
 residual is exactly zero at step 0; the mask term is dropped when no mask is drawn.
 """
@@ -21,7 +25,6 @@ import torch
 
 from . import stages
 from .config import DragDiffusionConfig
-from .ddim import ddim_step
 from .models import DiffusionModel
 from .motion import active_pairs, dragdiffusion_motion_term, masked_latent_term
 from .tracking import reference_vectors_at, track_points
@@ -74,7 +77,7 @@ def optimize_latent(fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tenso
     steps = 0
     for k in range(config.optimization_steps):
         eps, features = fm(z, t, edit.text)
-        x_prev = ddim_step(edit.scheduler, eps, t, z)
+        x_prev = edit.step(eps, edit.t_index, z)
         if k == 0:
             reference = reference_vectors_at(features, edit.handles)
             x_prev_0 = x_prev.detach()
@@ -96,12 +99,13 @@ def optimize_latent(fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tenso
 
 
 def drag(model: DiffusionModel, request: DragRequest, config: DragDiffusionConfig,
-         callback: Optional[ProgressCallback] = None) -> DragResult:
-    """Run DragDiffusion on ``request`` (an identity LoRA, if any, is already attached to the UNet)."""
+         callback: Optional[ProgressCallback] = None, generation=None) -> DragResult:
+    """Run DragDiffusion on ``request`` (an identity LoRA, if any, is already attached to the UNet); with
+    ``generation`` (a :class:`~dragkit.generation.Generation`) the image is dragged in generated-image mode."""
 
     def optimize(fm, edit, z_t):
         opt = optimize_latent(fm, edit, z_t, config, callback)
         # the reference branch is the un-optimised inverted latent, denoised from t* alongside
         return stages.DragOutcome(opt.latent, z_t, edit.t_index, opt.handles, opt.trajectory, opt.steps)
 
-    return stages.run_drag(model, request, config, optimize, callback)
+    return stages.run_drag(model, request, config, optimize, callback, generation)

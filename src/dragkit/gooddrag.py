@@ -14,6 +14,10 @@ information-preserving motion supervision (§3.4), on the same primitives as Dra
     3. denoise [x̄, z] to the end with mutual self-attention on up_blocks 2, 3 (installed when dragging ends);
        decode the edited branch.
 
+Generated images (``generation`` given): z_{t*} is the generation's own latent, every evaluation is guided as the
+generation was (CFG features, :mod:`dragkit.guidance`) and every "DDIM" step above is a step of the generation's
+sampler, restarted at t* (:mod:`dragkit.sampling`).
+
 Paper vs official code (spec §4): we follow the code. The features are up_blocks[2]'s output, not the UNet's
 last layer; the motion term's factor is (2r1)², not (2r1+1)²; the λ-term is always on, so with no mask drawn the
 whole latent is pinned (``regularize_without_mask=False`` drops it instead); λ = 0.2 as the UI and paper (the bench
@@ -39,9 +43,9 @@ from . import stages
 from .aldd import INITIAL, AlddPlan, run_aldd
 from .animation import draw_points
 from .config import GoodDragConfig
-from .ddim import ddim_step
 from .dragdiffusion import LossTerms
 from .models import DiffusionModel
+from .sampling import predict_x0
 from .motion import active_pairs, gooddrag_motion_term, masked_latent_term
 from .tracking import reference_vectors_at, track_points
 from .types import DragRequest, DragResult, ProgressCallback, ProgressEvent
@@ -84,7 +88,7 @@ def regularized_region(edit: stages.Edit, config: GoodDragConfig) -> Optional[to
 
 @dataclass
 class Forward:
-    """One UNet evaluation of ``latent`` at ``t``: features on the grid, ε and the DDIM step x_{t−1}."""
+    """One UNet evaluation of ``latent`` at ``t``: features on the grid, ε and the sampler's step x_{t−1}."""
 
     t: int
     latent: torch.Tensor  # detached copy of the evaluated latent
@@ -96,7 +100,7 @@ class Forward:
 def forward(fm: stages.FeatureModel, edit: stages.Edit, z: torch.Tensor, t: int) -> Forward:
     """Evaluate ``z`` at ``t`` (differentiable when grad is enabled and ``z`` requires it)."""
     eps, features = fm(z, t, edit.text)
-    return Forward(t, z.detach(), features, eps, ddim_step(edit.scheduler, eps, t, z))
+    return Forward(t, z.detach(), features, eps, edit.step(eps, edit.index_of(t), z))
 
 
 @dataclass
@@ -204,7 +208,7 @@ class _AlddRun:
         t = self.timestep(step)
         z = self.z.detach()
         eps = self.pending.eps.detach() if self.pending is not None else self.fm(z, t, self.edit.text)[0]
-        self.latent = ddim_step(self.edit.scheduler, eps, t, z)
+        self.latent = self.edit.step(eps, self.edit.t_index + step, z)
         self.source = self.undragged.x_prev
         self.pending = self.last = self.undragged = None
 
@@ -215,7 +219,7 @@ class _AlddRun:
         if fwd is None:
             image = request.image
         else:
-            x0 = self.edit.scheduler.step(fwd.eps.detach(), fwd.t, fwd.latent, eta=0.0).pred_original_sample
+            x0 = predict_x0(self.edit.scheduler, fwd.eps.detach(), fwd.t, fwd.latent)
             image = stages.to_pil(self.model.decode(x0), request.size)
         return draw_points(image, self.edit.to_image_points(self.handles), request.targets)
 
@@ -248,12 +252,14 @@ def drag_phase(model: DiffusionModel, fm: stages.FeatureModel, edit: stages.Edit
 
 
 def drag(model: DiffusionModel, request: DragRequest, config: GoodDragConfig,
-         callback: Optional[ProgressCallback] = None) -> DragResult:
-    """Run GoodDrag on ``request`` (an identity LoRA, if any, is already attached to the UNet)."""
+         callback: Optional[ProgressCallback] = None, generation=None) -> DragResult:
+    """Run GoodDrag on ``request`` (an identity LoRA, if any, is already attached to the UNet); with ``generation``
+    (a :class:`~dragkit.generation.Generation`) the image is dragged in generated-image mode: the undragged branch
+    starts from the generation's own latent at t*."""
 
     def optimize(fm, edit, z_t):
         phase = drag_phase(model, fm, edit, z_t, config, callback)
         return stages.DragOutcome(phase.latent, phase.source, phase.next_index, phase.handles, phase.trajectory,
                                   phase.supervision_steps, phase.frames if config.animation else None)
 
-    return stages.run_drag(model, request, config, optimize, callback)
+    return stages.run_drag(model, request, config, optimize, callback, generation)

@@ -35,25 +35,50 @@ def lora_config(rank: int) -> LoraConfig:
 
 @contextmanager
 def attached_lora(unet, rank: int, weights: Optional[dict[str, torch.Tensor]] = None) -> Iterator[list]:
-    """Add the identity adapter to ``unet`` (fresh, or with ``weights``), yield its trainable parameters, remove it."""
+    """Add the identity adapter to ``unet`` (fresh, or with ``weights``), yield its trainable parameters, remove it.
+
+    Adapters already on the UNet (a user's style LoRA) stay active beside it, frozen, and are left as they were."""
+    others = _active_adapters(unet)
     unet.add_adapter(lora_config(rank), adapter_name=ADAPTER_NAME)
     try:
+        if others:  # add_adapter activates only the new adapter; keep the style LoRA on, and frozen
+            unet.set_adapter(others + [ADAPTER_NAME])
+            _freeze_all_but(unet, ADAPTER_NAME)
         if weights is not None:
             set_peft_model_state_dict(unet, weights, adapter_name=ADAPTER_NAME)
         yield [p for n, p in unet.named_parameters() if ADAPTER_NAME in n]
     finally:
         unet.delete_adapters(ADAPTER_NAME)
         _unwrap_tuner_layers(unet)
+        if others:
+            unet.set_adapter(others)  # (peft marks active adapters trainable: freeze them again)
+            _freeze_all_but(unet, None)
+
+
+def _freeze_all_but(unet, adapter: Optional[str]) -> None:
+    for name, p in unet.named_parameters():
+        if adapter is None or adapter not in name:
+            p.requires_grad_(False)
+
+
+def _active_adapters(unet) -> list[str]:
+    """Adapters active on ``unet`` other than the identity one (diffusers returns None, a name or a list)."""
+    if not getattr(unet, "_hf_peft_config_loaded", False):
+        return []
+    active = unet.active_adapters() or []
+    return [a for a in ([active] if isinstance(active, str) else active) if a != ADAPTER_NAME]
 
 
 def _unwrap_tuner_layers(module) -> None:
-    """Put back the original layers wherever a (now adapter-less) peft wrapper is left, so the shared UNet is exactly
-    what was loaded (``delete_adapters`` alone leaves some wrappers in place, which changes state-dict keys)."""
+    """Put back the original layers wherever a peft wrapper is left with no adapter at all, so the shared UNet is
+    exactly what was loaded (``delete_adapters`` alone leaves some wrappers in place, which changes state-dict keys);
+    wrappers still holding another adapter (a style LoRA) are kept."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     for name, child in list(module.named_children()):
         if isinstance(child, BaseTunerLayer):
-            setattr(module, name, child.get_base_layer())
+            if not any(len(getattr(child, n, ())) for n in child.adapter_layer_names):
+                setattr(module, name, child.get_base_layer())
         else:
             _unwrap_tuner_layers(child)
 

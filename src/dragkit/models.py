@@ -64,6 +64,7 @@ class DiffusionModel:
     tokenizer: Any
     scheduler_config: Any
     name: str = ""
+    style_lora: Optional[dict] = None  # {path, sha256, scale} of a user's style LoRA loaded into the model, if any
 
     @property
     def device(self) -> torch.device:
@@ -79,11 +80,11 @@ class DiffusionModel:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     @classmethod
-    def from_pipeline(cls, pipe, name: str = "") -> "DiffusionModel":
+    def from_pipeline(cls, pipe, name: str = "", style_lora: Optional[dict] = None) -> "DiffusionModel":
         for module in (pipe.unet, pipe.vae, pipe.text_encoder):
             module.requires_grad_(False)
             module.eval()
-        return cls(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler.config, name)
+        return cls(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler.config, name, style_lora)
 
     @classmethod
     def from_pretrained(
@@ -95,13 +96,18 @@ class DiffusionModel:
         dtype: Optional[str | torch.dtype] = None,
         config: Optional[str] = None,
         allow_pickle: bool = False,
+        style_lora: Optional[str] = None,
+        style_lora_scale: float = 1.0,
     ) -> "DiffusionModel":
-        """Load from a Hub id, a local diffusers folder or a single-file checkpoint; see :func:`load_pipeline`."""
+        """Load from a Hub id, a local diffusers folder or a single-file checkpoint; see :func:`load_pipeline`.
+        ``style_lora``: a user's LoRA weights file (.safetensors), applied with ``style_lora_scale`` to everything
+        the model does (generation, identity LoRA, drag) — see :func:`load_style_lora`."""
         dev = select_device(device)
         dt = select_dtype(dev, dtype)
         pipe = load_pipeline(model, torch_dtype=dt, vae=vae, config=config, allow_pickle=allow_pickle)
+        style = load_style_lora(pipe, style_lora, style_lora_scale, allow_pickle) if style_lora else None
         pipe.to(dev)
-        return cls.from_pipeline(pipe, name=str(model))
+        return cls.from_pipeline(pipe, name=str(model), style_lora=style)
 
     # --- the operations every method uses -------------------------------------------------------------------
 
@@ -179,6 +185,30 @@ def load_pipeline(model: str, *, torch_dtype: torch.dtype = torch.float32, vae: 
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"could not load model {model!r}: {first}") from exc
     return pipe
+
+
+STYLE_ADAPTER = "dragkit_style"
+
+
+def load_style_lora(pipe, path: str, scale: float = 1.0, allow_pickle: bool = False) -> dict:
+    """Load a user's (style) LoRA into the pipeline's UNet and text encoder with diffusers' ``load_lora_weights``
+    (kohya / diffusers / PEFT layouts), as adapter ``dragkit_style`` at ``scale``; it stays on for the model's life.
+    Returns ``{path, sha256, scale}`` for records. The identity LoRA of real-image edits is added beside it."""
+    import hashlib
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ModelLoadError(f"style LoRA not found: {path}")
+    _check_checkpoint_format(file, allow_pickle)
+    try:
+        pipe.load_lora_weights(str(file), adapter_name=STYLE_ADAPTER)
+        pipe.set_adapters([STYLE_ADAPTER], adapter_weights=[scale])
+    except Exception as exc:  # diffusers/peft raise many kinds; the user needs one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"could not load style LoRA {path!r}: {first}") from exc
+    digest = hashlib.sha256(file.read_bytes()).hexdigest()
+    logger.info("style LoRA %s (sha256 %s…) at scale %g", file, digest[:12], scale)
+    return {"path": str(file), "sha256": digest, "scale": float(scale)}
 
 
 def _check_checkpoint_format(path: Path, allow_pickle: bool) -> None:

@@ -6,6 +6,11 @@ multiple of the VAE factor (8 for SD), so the latent is (H_w/8)×(W_w/8) and no 
 (int(H_w/2), int(W_w/2)) as in the reference. Points map from input pixels straight to the grid (:mod:`points`);
 the decoded result is resized bilinearly back to exactly W×H. Images whose sides are already multiples of 8 (all
 golden cases, 512×512) are not resampled at all.
+
+Generated images (DragDiffusion §4.3, appendix C): given the :class:`~dragkit.generation.Generation` an image came
+from, there is no inversion — z_{t*} is the generation's own latent at step T − k — the UNet is conditioned as during
+the generation (prompt, negative prompt, CFG scale: :mod:`dragkit.guidance`), steps follow the generation's sampler
+(:mod:`dragkit.sampling`) and FreeU, if it was on, stays on for the drag.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ import torch
 from PIL import Image
 
 from . import points
-from .ddim import ddim_invert, ddim_step, make_scheduler, start_index
+from . import sampling
+from .ddim import ddim_invert, make_scheduler, start_index
 from .features import capture_features, resize_features, supervision_size
+from .guidance import TextConditioning
 from .models import DiffusionModel
 from .reference_attention import reference_attention
 from .types import DragRequest, ProgressCallback, ProgressEvent
@@ -38,8 +45,8 @@ class Edit:
     targets: torch.Tensor  # N×2 (row, col)
     has_mask: bool
     editable_latent: torch.Tensor  # 1×1×h×w {0,1}, 1 = may change
-    text: torch.Tensor  # 1×L×d prompt embedding
-    scheduler: object
+    text: TextConditioning  # prompt embedding (with the negative prompt and CFG scale for generated images)
+    scheduler: object  # DDIM (real images) or the generation's sampler; timesteps set, never stepped itself
     t_index: int  # index of t* in scheduler.timesteps
 
     def to_image_points(self, rc: torch.Tensor) -> list[tuple[float, float]]:
@@ -49,13 +56,26 @@ class Edit:
     def t_star(self) -> int:
         return int(self.scheduler.timesteps[self.t_index])
 
+    def index_of(self, t: int) -> int:
+        """Index of timestep ``t`` in the schedule, searched from t* on (Karras schedules repeat their last few)."""
+        hits = (self.scheduler.timesteps[self.t_index:] == int(t)).nonzero()
+        if len(hits) == 0:
+            raise ValueError(f"timestep {t} is not in the schedule after t* = {self.t_star}")
+        return self.t_index + int(hits[0])
+
+    def step(self, output: torch.Tensor, index: int, sample: torch.Tensor) -> torch.Tensor:
+        """x at timesteps[index + 1] from ``sample`` at timesteps[index] (differentiable; see :mod:`sampling`)."""
+        return sampling.step(self.scheduler, output, index, sample)
+
 
 def working_size(size: tuple[int, int], multiple: int) -> tuple[int, int]:
     """Each side rounded to the nearest multiple (at least one multiple)."""
     return tuple(max(multiple, int(round(s / multiple)) * multiple) for s in size)
 
 
-def prepare(model: DiffusionModel, request: DragRequest, config) -> Edit:
+def prepare(model: DiffusionModel, request: DragRequest, config, generation=None) -> Edit:
+    """Everything the drag needs before optimisation; with ``generation`` the conditioning and the sampler are the
+    generation's (its ``num_inference_steps`` must be the config's)."""
     w, h = request.size
     work = working_size((w, h), model.vae_scale_factor)
     image = request.image if work == (w, h) else request.image.resize(work, Image.BILINEAR)
@@ -63,7 +83,15 @@ def prepare(model: DiffusionModel, request: DragRequest, config) -> Edit:
     latent_hw = (work[1] // model.vae_scale_factor, work[0] // model.vae_scale_factor)
     mask_grid = points.mask_to_grid(request.mask, grid_hw)
     editable_latent = torch.nn.functional.interpolate(mask_grid, size=latent_hw, mode="nearest")
-    scheduler = make_scheduler(model.scheduler_config, config.num_inference_steps)
+    if generation is None:
+        scheduler = make_scheduler(model.scheduler_config, config.num_inference_steps)
+        text = TextConditioning(model.encode_prompt(request.prompt))
+    else:
+        if config.num_inference_steps != generation.config.num_inference_steps:
+            raise ValueError("drag a generation with its own num_inference_steps (see editor.generated_config)")
+        scheduler = sampling.make_scheduler(model.scheduler_config, generation.config.scheduler,
+                                            generation.config.num_inference_steps)
+        text = generation_conditioning(model, generation.config)
     return Edit(
         request=request,
         working_size=work,
@@ -73,16 +101,28 @@ def prepare(model: DiffusionModel, request: DragRequest, config) -> Edit:
         targets=points.to_grid(request.targets, (w, h), (grid_hw[1], grid_hw[0])).to(model.device),
         has_mask=request.mask is not None and bool(editable_latent.sum() > 0),
         editable_latent=editable_latent.to(model.device),
-        text=model.encode_prompt(request.prompt),
+        text=text,
         scheduler=scheduler,
         t_index=start_index(config.num_inference_steps, config.inverted_steps),
     )
 
 
-def unet_eps(model: DiffusionModel, z: torch.Tensor, t: int, text: torch.Tensor) -> torch.Tensor:
-    """Raw UNet output for latents ``z`` (any batch) at integer timestep ``t``, as float32."""
-    batch_text = text.expand(z.shape[0], -1, -1) if text.shape[0] == 1 else text
-    return model.unet(z.to(model.dtype), t, encoder_hidden_states=batch_text).sample.float()
+def generation_conditioning(model: DiffusionModel, config) -> TextConditioning:
+    """Prompt, negative prompt and CFG scale of a :class:`~dragkit.config.GenerationConfig`."""
+    uncond = model.encode_prompt(config.negative_prompt) if config.guidance_scale > 1 else None
+    return TextConditioning(model.encode_prompt(config.prompt), uncond, config.guidance_scale)
+
+
+def _conditioning(text) -> TextConditioning:
+    return text if isinstance(text, TextConditioning) else TextConditioning(text)
+
+
+def unet_eps(model: DiffusionModel, z: torch.Tensor, t: int, text) -> torch.Tensor:
+    """UNet output for latents ``z`` (any batch) at integer timestep ``t``, as float32: one prediction per latent,
+    CFG-combined when ``text`` (a :class:`TextConditioning` or a plain 1×L×d embedding) is guided."""
+    cond = _conditioning(text)
+    out = model.unet(cond.latents(z).to(model.dtype), t, encoder_hidden_states=cond.embeddings(z.shape[0])).sample
+    return cond.output(out.float())
 
 
 class FeatureModel:
@@ -91,9 +131,9 @@ class FeatureModel:
     def __init__(self, model: DiffusionModel, capture, grid_hw: tuple[int, int]):
         self.model, self.capture, self.grid_hw = model, capture, grid_hw
 
-    def __call__(self, z: torch.Tensor, t: int, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, z: torch.Tensor, t: int, text) -> tuple[torch.Tensor, torch.Tensor]:
         eps = unet_eps(self.model, z, t, text)
-        return eps, resize_features(self.capture.pop(), self.grid_hw)
+        return eps, _conditioning(text).features(resize_features(self.capture.pop(), self.grid_hw))
 
 
 @contextmanager
@@ -128,12 +168,14 @@ def denoise(model: DiffusionModel, edit: Edit, source: Optional[torch.Tensor], e
     from contextlib import nullcontext
 
     timesteps = edit.scheduler.timesteps[from_index:].tolist()
+    solver = sampling.restarted(edit.scheduler, from_index)  # DDIM: stateless; DPM-Solver++: a fresh multistep state
     pair = source is not None
     z = torch.cat([source, edited]) if pair else edited
     control = reference_attention(model.unet, blocks) if (blocks and pair) else nullcontext()
     with control:
         for i, t in enumerate(timesteps):
-            z = ddim_step(edit.scheduler, unet_eps(model, z, t, edit.text), t, z)
+            out = unet_eps(model, z, t, edit.text)
+            z = solver.step(out, t, z, return_dict=False)[0].to(z.dtype)
             if on_step is not None:
                 on_step(i, t, z)
             if callback is not None:
@@ -164,9 +206,17 @@ class DragOutcome:
 
 
 def run_drag(model: DiffusionModel, request: DragRequest, config, optimize,
-             callback: Optional[ProgressCallback] = None):
-    """The narrative every method shares: prepare → invert → ``optimize(fm, edit, z_t)`` → reference-controlled
-    denoising → decode. ``optimize`` returns a :class:`DragOutcome`. Returns a :class:`DragResult`."""
+             callback: Optional[ProgressCallback] = None, generation=None):
+    """The narrative every method shares: prepare → invert (real image) or take the generation's latent at t*
+    (generated image) → ``optimize(fm, edit, z_t)`` → reference-controlled denoising → decode. ``optimize`` returns a
+    :class:`DragOutcome`. Returns a :class:`DragResult`."""
+    from .freeu import freeu
+
+    with freeu(model.unet, *(generation.config.freeu if generation is not None else ())):
+        return _run_drag(model, request, config, optimize, callback, generation)
+
+
+def _run_drag(model, request, config, optimize, callback, generation):
     import time
 
     from .animation import draw_points
@@ -174,8 +224,11 @@ def run_drag(model: DiffusionModel, request: DragRequest, config, optimize,
 
     timings = {}
     clock = time.perf_counter()
-    edit = prepare(model, request, config)
-    _z0, z_t = invert(model, edit, config.inverted_steps, callback)
+    edit = prepare(model, request, config, generation)
+    if generation is None:
+        _z0, z_t = invert(model, edit, config.inverted_steps, callback)
+    else:
+        z_t = generation.latent_at(edit.t_index).to(model.device)
     timings["inversion"] = time.perf_counter() - clock
 
     clock = time.perf_counter()

@@ -78,7 +78,8 @@ class ProgressEvent:
     """One progress report, shared by the CLI's progress bars, the web UI and the benchmark runner.
 
     Attributes:
-        stage: "lora", "inversion", "optimization", "denoising" (GoodDrag adds "drag" steps inside "optimization").
+        stage: "lora", "inversion", "optimization", "denoising" (GoodDrag adds "drag" steps inside "optimization");
+            "generation" for :meth:`DragEditor.generate`.
         step: 1-based step within the stage.
         total: upper bound of steps in the stage (optimisation may stop earlier).
         handles: current handle positions, (x, y) pixels of the input image (optimisation stage only).

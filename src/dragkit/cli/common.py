@@ -24,6 +24,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                    help="weights dtype (default: fp16 on GPU, fp32 on CPU)")
     g.add_argument("--allow-pickle", action="store_true",
                    help="allow pickle-based checkpoints (.ckpt/.bin/.pt), which can run code when loaded")
+    g.add_argument("--style-lora", default=None, metavar="FILE",
+                   help="a style LoRA (.safetensors) applied to everything the model does (generation and drag)")
+    g.add_argument("--style-lora-scale", type=float, default=1.0, help="its strength (default: %(default)s)")
 
 
 def add_method_options(parser: argparse.ArgumentParser) -> None:
@@ -48,13 +51,15 @@ def load_editor(args: argparse.Namespace, lora_cache_dir: Optional[str] = None):
 
     return DragEditor.from_pretrained(args.model, vae=args.vae, device=args.device, dtype=args.dtype,
                                       config=args.model_config, allow_pickle=args.allow_pickle,
+                                      style_lora=args.style_lora, style_lora_scale=args.style_lora_scale,
                                       lora_cache_dir=lora_cache_dir)
 
 
 class ProgressBars:
     """A progress callback drawing one tqdm bar per stage (LoRA, inversion, optimisation, denoising)."""
 
-    LABELS = {"lora": "identity LoRA", "inversion": "DDIM inversion", "optimization": "drag", "denoising": "denoise"}
+    LABELS = {"generation": "generate", "lora": "identity LoRA", "inversion": "DDIM inversion",
+              "optimization": "drag", "denoising": "denoise"}
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled and sys.stderr.isatty()

@@ -30,6 +30,9 @@ def add_parser(sub) -> None:
     src.add_argument("--prompt", default=None, help="text prompt (default: empty, or the sample's)")
     src.add_argument("--dragbench", metavar="SAMPLE_DIR", help="a DragBench sample folder (original_image.png + meta_data.pkl)")
     src.add_argument("--request", metavar="REQUEST.json", help="a request JSON (the 'request' of --json's output)")
+    src.add_argument("--generated", action="store_true",
+                     help="IMAGE was made by `dragkit generate`: drag it from its saved latents (no LoRA, no "
+                          "inversion; its prompts, guidance, sampler and FreeU)")
     add_model_options(p)
     add_method_options(p)
     out = p.add_argument_group("output")
@@ -76,17 +79,32 @@ def _with_animation(config, path: str):
     return dataclasses.replace(config, animation=True)
 
 
+def _read_generation(args, request: DragRequest):
+    from ..generation import load_generation
+
+    if not args.image:
+        raise DragError("--generated needs an IMAGE made by `dragkit generate` (not --dragbench / --request)")
+    if args.prompt is not None:
+        raise DragError("--prompt cannot be combined with --generated (the generation's prompts are used)")
+    return load_generation(args.image, request.image)
+
+
 def run(args: argparse.Namespace) -> int:
     request, image_path, mask_path = _read_request(args)
+    generation = _read_generation(args, request) if args.generated else None
     config = build_config(args)
     if args.trajectory:
         config = _with_animation(config, args.trajectory)
     if Path(args.out).suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"):
         raise DragError(f"--out {args.out}: use an image extension such as .png")
     editor = load_editor(args)
+    if generation is not None:  # the config actually used (the generation's steps, no LoRA), also for --json
+        from ..editor import generated_config
+
+        config = generated_config(config, generation, request, editor.model)
     bars = ProgressBars(enabled=not args.no_progress)
     try:
-        result = editor.edit(request, config, callback=bars, seed=args.seed)
+        result = editor.edit(request, config, callback=bars, seed=args.seed, generation=generation)
     finally:
         bars.close()
     save_image_atomic(result.image, args.out)

@@ -19,7 +19,9 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from ..config import GenerationConfig
 from ..editor import default_config, method_names
+from ..sampling import SCHEDULERS
 from ..types import DragError, EditCancelled, ProgressEvent
 from . import drawing, exchange, params as params_mod
 from . import session as ss
@@ -114,6 +116,25 @@ def _serialize_blob_uploads(editor: "gr.ImageEditor") -> None:
     editor.accept_blobs = accept_blobs
 
 
+def _param_widget(p: params_mod.Param, elem_id: str, **extra):
+    """The widget of one config field (checkbox, number or text; the sampler as a dropdown), labelled with its name
+    and its config comment, the paper default added when the start value differs."""
+    info = p.help
+    if p.value != p.paper_default:
+        info = f"{info} (paper default: {params_mod.format_value(p.kind, p.paper_default)})"
+    kw = dict(label=p.name, info=info or None, elem_id=elem_id, **extra)
+    value = params_mod.format_value(p.kind, p.value)
+    if p.kind == "bool":
+        return gr.Checkbox(value=value, **kw)
+    if p.kind == "int":
+        return gr.Number(value=value, precision=0, **kw)
+    if p.kind == "float":
+        return gr.Number(value=value, **kw)
+    if p.name == "scheduler":
+        return gr.Dropdown(list(SCHEDULERS), value=value, **kw)
+    return gr.Textbox(value=value, **kw)
+
+
 def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optional[str] = None,
               max_side: int = ss.DEFAULT_MAX_SIDE, seed: int = 0, work_dir: Optional[str] = None):
     """The Blocks app over ``editor`` (loaded once by the caller). ``defaults`` maps method → config shown at start
@@ -126,6 +147,7 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
     work = Path(work_dir or tempfile.mkdtemp(prefix="dragkit-ui-"))
     work.mkdir(parents=True, exist_ok=True)
     params = {m: params_mod.method_params(m, defaults[m]) for m in methods}
+    gen_params = {p.name: p for p in params_mod.method_params("generate", GenerationConfig())}
     device_lock = threading.Lock()  # one edit at a time on the model, even after a cancelled stream detaches
     cancel_flags: dict[str, threading.Event] = {}
 
@@ -138,67 +160,85 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
     with gr.Blocks(title="dragkit — drag editing") as demo:
         session = gr.State(ss.Session())
         last_edit = gr.State(None)  # {"key": ..., "result": DragResult} of this session's last finished edit
+        gen_state = gr.State(None)  # {"fingerprint": ..., "generation": Generation} of this session's last generation
         gr.Markdown("## dragkit — point-based image editing\n"
                     "1 · upload an image and, optionally, paint the region that may change (brush; eraser removes) "
                     "· 2 · click a **handle** (red) then its **target** (blue), as many pairs as you like "
-                    "· 3 · **Run**.")
-        with gr.Row(equal_height=False):
-            with gr.Column():
-                editor_in = gr.ImageEditor(
-                    label="Image and editable region", type="numpy", image_mode="RGBA",
-                    sources=["upload", "clipboard"],
-                    transforms=[], layers=False, format="png", elem_id="input-editor",
-                    brush=gr.Brush(colors=[("#ffffff", 0.75)], default_color=("#ffffff", 0.75), color_mode="fixed"),
-                    eraser=gr.Eraser(), placeholder="Drop an image here (any size; very large ones are downscaled)")
-            with gr.Column():
-                view = gr.Image(label="Points: click a handle, then its target", interactive=False, format="png",
-                                elem_id="points-view", buttons=["fullscreen"])
+                    "· 3 · **Run**. Or make one in the **Generate** tab and drag it there.")
+        with gr.Tabs(selected="drag-tab", elem_id="tabs") as tabs:
+            with gr.Tab("Drag", id="drag-tab", elem_id="drag-tab"):
+                with gr.Row(equal_height=False):
+                    with gr.Column():
+                        editor_in = gr.ImageEditor(
+                            label="Image and editable region", type="numpy", image_mode="RGBA",
+                            sources=["upload", "clipboard"],
+                            transforms=[], layers=False, format="png", elem_id="input-editor",
+                            brush=gr.Brush(colors=[("#ffffff", 0.75)], default_color=("#ffffff", 0.75),
+                                           color_mode="fixed"),
+                            eraser=gr.Eraser(),
+                            placeholder="Drop an image here (any size; very large ones are downscaled)")
+                    with gr.Column():
+                        view = gr.Image(label="Points: click a handle, then its target", interactive=False,
+                                        format="png", elem_id="points-view", buttons=["fullscreen"])
+                        with gr.Row():
+                            undo_btn = gr.Button("Undo last point", elem_id="undo-btn", size="sm")
+                            clear_btn = gr.Button("Clear points", elem_id="clear-btn", size="sm")
+                    with gr.Column():
+                        result_img = gr.Image(label="Result (same size as the input)", interactive=False,
+                                              format="png", elem_id="result", buttons=["download", "fullscreen"],
+                                              height=320)
+                status = gr.Markdown("Upload an image to start.", elem_id="status")
                 with gr.Row():
-                    undo_btn = gr.Button("Undo last point", elem_id="undo-btn", size="sm")
-                    clear_btn = gr.Button("Clear points", elem_id="clear-btn", size="sm")
-            with gr.Column():
-                result_img = gr.Image(label="Result (same size as the input)", interactive=False, format="png",
-                                      elem_id="result", buttons=["download", "fullscreen"], height=320)
-        status = gr.Markdown("Upload an image to start.", elem_id="status")
-        with gr.Row():
-            method_dd = gr.Dropdown(methods, value=method, label="Method", elem_id="method")
-            prompt_tb = gr.Textbox(label="Prompt (optional)", elem_id="prompt", scale=2)
-            seed_nb = gr.Number(value=seed, precision=0, label="Seed", elem_id="seed")
-        with gr.Accordion("Advanced parameters (paper defaults)", open=False):
-            groups, widgets = [], {}
-            for m in methods:
-                with gr.Group(visible=(m == method)) as grp:
-                    widgets[m] = []
-                    for p in params[m]:
-                        info = p.help
-                        if p.value != p.paper_default:
-                            info = f"{info} (paper default: {params_mod.format_value(p.kind, p.paper_default)})"
-                        kw = dict(label=p.name, info=info or None, elem_id=f"param-{m}-{p.name}")
-                        value = params_mod.format_value(p.kind, p.value)
-                        if p.kind == "bool":
-                            w = gr.Checkbox(value=value, **kw)
-                        elif p.kind == "int":
-                            w = gr.Number(value=value, precision=0, **kw)
-                        elif p.kind == "float":
-                            w = gr.Number(value=value, **kw)
-                        else:
-                            w = gr.Textbox(value=value, **kw)
-                        widgets[m].append(w)
-                groups.append(grp)
-        with gr.Row():
-            run_btn = gr.Button("Run", variant="primary", elem_id="run-btn")
-            cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-btn")
-        with gr.Row():
-            compare = gr.ImageSlider(label="Before / after", interactive=False, format="png", elem_id="compare")
-            trajectory = gr.Image(label="Handle trajectory", interactive=False, format="gif", elem_id="trajectory")
-        with gr.Row():
-            with gr.Column():
-                export_btn = gr.Button("Export edit (request JSON, edit.zip, DragBench sample)", elem_id="export-btn")
-                downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
-            with gr.Column():
-                import_files = gr.File(label="Import an edit to replay (edit.zip / DragBench sample zip / request "
-                                             "JSON with its image / original_image.png + meta_data.pkl)",
-                                       file_count="multiple", type="filepath", elem_id="import-files")
+                    method_dd = gr.Dropdown(methods, value=method, label="Method", elem_id="method")
+                    prompt_tb = gr.Textbox(label="Prompt (optional)", elem_id="prompt", scale=2)
+                    seed_nb = gr.Number(value=seed, precision=0, label="Seed", elem_id="seed")
+                with gr.Accordion("Advanced parameters (paper defaults)", open=False):
+                    groups, widgets = [], {}
+                    for m in methods:
+                        with gr.Group(visible=(m == method)) as grp:
+                            widgets[m] = []
+                            for p in params[m]:
+                                widgets[m].append(_param_widget(p, f"param-{m}-{p.name}"))
+                        groups.append(grp)
+                with gr.Row():
+                    run_btn = gr.Button("Run", variant="primary", elem_id="run-btn")
+                    cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-btn")
+                with gr.Row():
+                    compare = gr.ImageSlider(label="Before / after", interactive=False, format="png",
+                                             elem_id="compare")
+                    trajectory = gr.Image(label="Handle trajectory", interactive=False, format="gif",
+                                          elem_id="trajectory")
+                with gr.Row():
+                    with gr.Column():
+                        export_btn = gr.Button("Export edit (request JSON, edit.zip, DragBench sample)",
+                                               elem_id="export-btn")
+                        downloads = gr.File(label="Downloads", file_count="multiple", interactive=False,
+                                            elem_id="downloads")
+                    with gr.Column():
+                        import_files = gr.File(label="Import an edit to replay (edit.zip / DragBench sample zip / "
+                                                     "request JSON with its image / original_image.png + "
+                                                     "meta_data.pkl)",
+                                               file_count="multiple", type="filepath", elem_id="import-files")
+            with gr.Tab("Generate", id="generate-tab", elem_id="generate-tab"):
+                gr.Markdown("Generate an image, then **Drag this image**: it is dragged from its own saved latents "
+                            "(DragDiffusion's generated-image mode: no identity LoRA, no inversion, the same prompts, "
+                            "guidance, sampler and FreeU).")
+                gen_widgets = {}
+                with gr.Row():
+                    for name in ("prompt", "negative_prompt"):
+                        gen_widgets[name] = _param_widget(gen_params[name], f"gen-{name}", scale=2)
+                with gr.Row():
+                    for name in ("seed", "guidance_scale", "num_inference_steps", "scheduler", "width", "height"):
+                        gen_widgets[name] = _param_widget(gen_params[name], f"gen-{name}")
+                with gr.Accordion("FreeU (all 1.0 = off)", open=False), gr.Row():
+                    for name in ("freeu_b1", "freeu_b2", "freeu_s1", "freeu_s2"):
+                        gen_widgets[name] = _param_widget(gen_params[name], f"gen-{name}")
+                with gr.Row():
+                    gen_btn = gr.Button("Generate", variant="primary", elem_id="gen-btn")
+                    send_btn = gr.Button("Drag this image", elem_id="gen-to-drag")
+                gen_status = gr.Markdown("", elem_id="gen-status")
+                gen_img = gr.Image(label="Generated image", interactive=False, format="png", elem_id="gen-image",
+                                   buttons=["download", "fullscreen"], height=360)
         all_widgets = [w for m in methods for w in widgets[m]]
         _serialize_blob_uploads(editor_in)
 
@@ -271,6 +311,7 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
                 yield {status: _error(exc)}
                 return
             warn = ss.mask_warnings(sess)
+            generation = _generation_of(sess, data[gen_state])
             hash_ = getattr(request, "session_hash", None) or "local"
             flag = cancel_flags.setdefault(hash_, threading.Event())  # made at the click by on_queued
             if flag.is_set():  # cancelled while waiting in the queue
@@ -291,7 +332,8 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
                     with device_lock:
                         if flag.is_set():
                             raise EditCancelled()
-                        box["result"] = editor.edit(req, config, callback=callback, seed=seed_value)
+                        box["result"] = editor.edit(req, config, callback=callback, seed=seed_value,
+                                                    generation=generation)
                 except BaseException as exc:  # reported to the page below
                     box["error"] = exc
                 finally:
@@ -321,7 +363,8 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
                 if now - last_sent < PREVIEW_EVERY_S and not done:
                     continue
                 last_sent = now
-                cached = config.lora_steps > 0 and not lora_seen and editor.lora_cache is not None
+                cached = (config.lora_steps > 0 and not lora_seen and editor.lora_cache is not None
+                          and generation is None)
                 update = {status: _progress_text(ev, cached)}
                 handles = next((e.handles for e in reversed(batch) if e.handles is not None), None)
                 if handles is not None:
@@ -351,6 +394,8 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
                 gif_path.write_bytes(gif)
             lora_note = "identity LoRA reused from cache" if (config.lora_steps > 0 and not lora_seen) else (
                 "identity LoRA trained" if config.lora_steps > 0 else "no identity LoRA")
+            if generation is not None:
+                lora_note = "generated image: dragged from its saved latents, no identity LoRA, no inversion"
             t = result.timings
             text = (f"**Done** in {t.get('total', 0):.1f} s ({lora_note}; {result.steps} drag steps). "
                     "Final handles: " + ", ".join(f"({x:.0f}, {y:.0f})" for x, y in result.final_handles) + ".")
@@ -361,6 +406,42 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
                    trajectory: str(gif_path) if gif_path else None, downloads: [str(f) for f in files],
                    last_edit: {"key": edit_key(sess, req, config, seed_value),
                                "result": dataclasses.replace(result, latent=None)}}
+
+        def _generation_of(sess: ss.Session, gen: Optional[dict]):
+            """The generation this session's image came from (sent from the Generate tab, not changed since)."""
+            return gen["generation"] if gen and sess.image is not None and gen["fingerprint"] == sess.fingerprint \
+                else None
+
+        def on_generate(data: dict):
+            names = list(gen_widgets)
+            try:
+                config = params_mod.config_from_values(GenerationConfig(), [gen_params[n] for n in names],
+                                                       [data[gen_widgets[n]] for n in names])
+            except DragError as exc:
+                yield {gen_status: _error(exc)}
+                return
+            yield {gen_status: "**Generating** · waiting for the device…"}
+            try:
+                with device_lock:
+                    generation = editor.generate(config)
+            except DragError as exc:
+                yield {gen_status: _error(exc)}
+                return
+            yield {gen_status: f"**Done** in {generation.timings['total']:.1f} s ({config.width}×{config.height}, "
+                               f"{config.scheduler}, seed {config.seed}). **Drag this image** to edit it.",
+                   gen_img: generation.image,
+                   gen_state: {"fingerprint": ss.fingerprint(generation.image), "generation": generation}}
+
+        def on_send(gen: Optional[dict]):
+            if not gen:
+                return {gen_status: _error(DragError("generate an image first"))}
+            image = gen["generation"].image
+            if max(image.size) > max_side:
+                return {gen_status: _error(DragError(f"the image is larger than the app's --max-side {max_side}"))}
+            sess = ss.set_image(ss.Session(), image, max_side)
+            text = "Generated image: it is dragged from its saved latents. " + _points_status(sess)
+            return {session: sess, editor_in: _editor_value(sess), view: _view(sess), status: text,
+                    result_img: None, tabs: gr.Tabs(selected="drag-tab")}
 
         def on_queued(request: gr.Request):
             """At the click, before the queue: a fresh cancel flag, so that Cancel also reaches a queued edit."""
@@ -424,7 +505,7 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
         undo_btn.click(on_undo, [session], [session, view, status], show_progress="hidden")
         clear_btn.click(on_clear, [session], [session, view, status], show_progress="hidden")
         method_dd.change(on_method, [method_dd], groups, show_progress="hidden")
-        run_inputs = {session, last_edit, method_dd, prompt_tb, seed_nb, *all_widgets}
+        run_inputs = {session, last_edit, gen_state, method_dd, prompt_tb, seed_nb, *all_widgets}
         # Cancel works through a per-session flag that the edit checks at every step (and before it starts), so
         # the edit ends cleanly and frees the device; Gradio's `cancels=` would only detach the stream.
         run_btn.click(on_queued, None, [status], queue=False, show_progress="hidden").then(
@@ -435,6 +516,10 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
         import_files.upload(on_import, [import_files],
                             [session, editor_in, view, status, method_dd, prompt_tb, result_img, downloads,
                              *all_widgets])
+        gen_btn.click(on_generate, {*gen_widgets.values()}, [gen_status, gen_img, gen_state],
+                      concurrency_limit=1, concurrency_id="device", show_progress="minimal")
+        send_btn.click(on_send, [gen_state], [session, editor_in, view, status, result_img, tabs, gen_status],
+                       show_progress="hidden")
     demo.queue(default_concurrency_limit=8)
     return demo
 
