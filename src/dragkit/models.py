@@ -152,6 +152,7 @@ def load_pipeline(model: str, *, torch_dtype: torch.dtype = torch.float32, vae: 
 
     kwargs = dict(dtype=torch_dtype, safety_checker=None, requires_safety_checker=False)
     path = Path(model).expanduser()
+    hint = ""  # appended to a failure's message where the user has an obvious fix
     try:
         if path.is_dir():
             if not (path / "model_index.json").exists() and not (path / "unet").is_dir():
@@ -162,8 +163,12 @@ def load_pipeline(model: str, *, torch_dtype: torch.dtype = torch.float32, vae: 
             single = dict(kwargs)
             if config:
                 single["config"] = config
+            else:  # diffusers then looks for the configs in the Hub cache, or downloads them
+                hint = ("; a single-file checkpoint needs its diffusers configs: pass --model-config DIR "
+                        "(a local diffusers folder of the same architecture, e.g. SD-1.5)")
             pipe = StableDiffusionPipeline.from_single_file(
                 str(path), local_files_only=_offline() or bool(config), **single)
+            hint = ""
         elif HUB_ID.match(model) and not model.startswith((".", "/", "~")):
             pipe = _from_hub(model, kwargs)
         else:
@@ -183,7 +188,7 @@ def load_pipeline(model: str, *, torch_dtype: torch.dtype = torch.float32, vae: 
         raise
     except Exception as exc:  # diffusers/transformers raise many kinds; the user needs one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"could not load model {model!r}: {first}") from exc
+        raise ModelLoadError(f"could not load model {model!r}: {first}{hint}") from exc
     return pipe
 
 
