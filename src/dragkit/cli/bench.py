@@ -218,7 +218,7 @@ def run_shapes(args: argparse.Namespace) -> int:
     cache = args.lora_cache or str(out / "lora_cache")
     bars = ProgressBars(enabled=not args.no_progress)
     with tqdm(total=len(variants) * len(tasks), desc="edits", unit="edit", file=sys.stderr,
-              disable=args.no_progress) as outer:
+              disable=args.no_progress or not sys.stderr.isatty()) as outer:
         def on_task(label, task_id, status):
             bars.close()
             outer.set_postfix_str(f"{label} {task_id} {status}", refresh=False)

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..config import apply_overrides, config_fields, config_to_dict
 from ..io import atomic_path, save_image_atomic, save_json_atomic
-from ..types import DragError, EditCancelled
+from ..types import DragError
 from .metrics import drag_metrics
 from .tasks import ShapeTask
 
@@ -106,8 +106,9 @@ def build_variants(methods: list[str], overrides: list[str], ablations: bool = F
 
 # --- the run folder ------------------------------------------------------------------------------------------------
 
-def check_run_dir(out_dir: Path, seed: int, model: Optional[str], variants: list[Variant]) -> None:
-    """Record the run in ``run.json``, or refuse when it conflicts with what the folder already holds."""
+def check_run_dir(out_dir: Path, seed: int, model: Optional[str], variants: list[Variant]) -> dict:
+    """The folder's ``run.json`` with this run added, or a :class:`DragError` when it conflicts with what the folder
+    already holds (another task seed, model, or config under the same label). Nothing is written."""
     path = out_dir / RUN_META
     meta = json.loads(path.read_text()) if path.exists() else {"seed": seed, "model": None, "variants": {}}
     if meta["seed"] != seed:
@@ -122,7 +123,7 @@ def check_run_dir(out_dir: Path, seed: int, model: Optional[str], variants: list
         meta["variants"][v.label] = v.meta()
     if needs_model:
         meta["model"] = model
-    save_json_atomic(meta, path)
+    return meta
 
 
 def read_results(out_dir: Path) -> list[dict]:
@@ -180,25 +181,22 @@ def run_shapes_benchmark(load_editor: Callable[[], Any], variants: list[Variant]
                          callback=None, on_task: Optional[Callable[[str, str, str], None]] = None) -> dict:
     """Run every (variant, task) pair not yet in ``out_dir`` and write the summary files; returns the summary.
 
-    ``load_editor()`` is called once, and only if some drag variant has work left. ``on_task(label, task_id,
+    ``load_editor()`` is called once, before anything is written, and only if some drag variant has work left. ``on_task(label, task_id,
     status)`` is called after each pair with "done" or "skipped"; ``callback`` receives every ProgressEvent.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    check_run_dir(out_dir, seed, model, variants)
+    meta = check_run_dir(out_dir, seed, model, variants)
     done = {(r["variant"], r["task_id"]) for r in read_results(out_dir)}
-    editor = None
+    todo = [(v, t) for v in variants for t in tasks if (v.label, t.task_id) not in done]
+    editor = load_editor() if any(v.config is not None for v, _ in todo) else None  # fails before anything is written
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_json_atomic(meta, out_dir / RUN_META)
     for variant in variants:
         for task in tasks:
             if (variant.label, task.task_id) in done:
                 status = "skipped"
             else:
-                if editor is None and variant.config is not None:
-                    editor = load_editor()
-                try:
-                    append_result(out_dir, run_task(editor, variant, task, out_dir, seed=seed, callback=callback))
-                except (KeyboardInterrupt, EditCancelled):
-                    raise
+                append_result(out_dir, run_task(editor, variant, task, out_dir, seed=seed, callback=callback))
                 status = "done"
             if on_task is not None:
                 on_task(variant.label, task.task_id, status)
