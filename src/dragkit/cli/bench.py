@@ -81,7 +81,7 @@ def _add_shapes(sub) -> None:
     p = sub.add_parser("shapes", help="move-this-object tasks with ground truth, on the toy shapes model",
                        description="Seeded tasks 'move this object by this offset' on procedural scenes; measures drag "
                                    "error, background PSNR and shape IoU against the exact ground truth. Writes "
-                                   "OUT/summary.json, results.jsonl, table.md, table.csv, plot.png and the edited "
+                                   "DIR/summary.json, results.jsonl, table.md, table.csv, plot.png and the edited "
                                    "images; re-running resumes. The identity row (no edit) is always included.")
     p.add_argument("--method", dest="methods", action="append", choices=METHODS, default=None,
                    help="method to run (repeatable; default: dragdiffusion and gooddrag)")
