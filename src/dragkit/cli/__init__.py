@@ -25,7 +25,7 @@ _quiet_libraries()
 from ..types import DragError, EditCancelled  # noqa: E402
 
 # Sub-command modules, in help order. Each defines add_parser(subparsers) that sets ``func`` on its parser.
-COMMANDS = ["edit", "bench", "ui"]
+COMMANDS = ["edit", "bench", "ui", "shapes"]
 
 EXIT_INPUT = 2  # bad input / model that cannot be loaded
 EXIT_FAILURE = 1  # anything unexpected

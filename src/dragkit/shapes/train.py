@@ -1,6 +1,6 @@
 """Train the shapes model from scratch: VAE first, then UNet + text encoder on its latents. Resumable.
 
-    python -m dragkit.shapes.train --work runs/shapes-train --export src/dragkit/shapes/weights
+    dragkit shapes train --work runs/shapes-train --export src/dragkit/shapes/weights
 
 Scenes are drawn on the fly from seeds (step × batch + i, so a resumed run sees exactly the same data); held-out
 evaluation and the benchmark use disjoint seed ranges (:data:`EVAL_SEED`, :data:`BENCH_SEED`). Each stage writes a
@@ -13,7 +13,6 @@ weights (decay 0.999) is what is exported.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
 import math
@@ -61,9 +60,19 @@ def _progress(total: int, initial: int, desc: str, enabled: bool):
     return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True)
 
 
+def random_crops(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """One random ``size``×``size`` crop per image (aligned to 8 px so crops keep the latent grid's phase)."""
+    if size >= x.shape[-1]:
+        return x
+    n_pos = (x.shape[-1] - size) // 8 + 1
+    pos = torch.randint(0, n_pos, (x.shape[0], 2), generator=generator) * 8
+    return torch.stack([img[:, r:r + size, c:c + size] for img, (r, c) in zip(x, pos.tolist())])
+
+
 def train_vae(work: Path, steps: int, batch_size: int = 16, lr: float = 1e-3, checkpoint_every: int = 200,
-              progress: bool = True):
-    """Stage 1. Returns the trained VAE (eval mode)."""
+              progress: bool = True, crop: int = 32):
+    """Stage 1 (on random ``crop``-pixel crops: the VAE is convolutional, and crops cost a quarter of the scenes).
+    Returns the trained VAE (eval mode)."""
     ckpt = work / "vae.pt"
     vae = shapes_model.build_vae()
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
@@ -79,8 +88,8 @@ def train_vae(work: Path, steps: int, batch_size: int = 16, lr: float = 1e-3, ch
     while step < steps:
         for group in opt.param_groups:
             group["lr"] = _lr(step, steps, lr, warmup=100)
-        x, _ = scene_batch(step * batch_size, batch_size)
         gen = torch.Generator().manual_seed(step)
+        x = random_crops(scene_batch(step * batch_size, batch_size)[0], crop, gen)
         posterior = vae.encode(x).latent_dist
         z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)
         recon = vae.decode(z).sample
@@ -115,7 +124,7 @@ def _ema_update(ema: torch.nn.Module, live: torch.nn.Module, decay: float) -> No
             pe.lerp_(pl, 1 - decay)
 
 
-def train_unet(work: Path, vae, scaling: float, steps: int, batch_size: int = 32, lr: float = 5e-4,
+def train_unet(work: Path, vae, scaling: float, steps: int, batch_size: int = 16, lr: float = 5e-4,
                checkpoint_every: int = 200, progress: bool = True):
     """Stage 3. Returns (EMA UNet, EMA text encoder), eval mode."""
     ckpt = work / "unet.pt"
@@ -177,11 +186,12 @@ def train_unet(work: Path, vae, scaling: float, steps: int, batch_size: int = 32
 
 
 def train(work: str | Path, export: Optional[str | Path], vae_steps: int, unet_steps: int, vae_batch: int = 16,
-          unet_batch: int = 32, checkpoint_every: int = 200, progress: bool = True):
+          unet_batch: int = 16, checkpoint_every: int = 200, progress: bool = True, vae_crop: int = 32):
     """All stages; exports the pipeline (fp16 safetensors diffusers folder) to ``export`` when given."""
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
-    vae = train_vae(work, vae_steps, vae_batch, checkpoint_every=checkpoint_every, progress=progress)
+    vae = train_vae(work, vae_steps, vae_batch, checkpoint_every=checkpoint_every, progress=progress,
+                    crop=vae_crop)
     scaling = latent_scaling_factor(vae)
     vae.register_to_config(scaling_factor=scaling)
     logger.info("latent scaling factor %.5f", scaling)
@@ -206,23 +216,12 @@ def train(work: str | Path, export: Optional[str | Path], vae_steps: int, unet_s
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="dragkit shapes train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--work", required=True, help="folder for resumable checkpoints (vae.pt, unet.pt)")
-    p.add_argument("--export", default=None, help="write the trained diffusers folder here (fp16 safetensors)")
-    p.add_argument("--vae-steps", type=int, default=3000)
-    p.add_argument("--unet-steps", type=int, default=8000)
-    p.add_argument("--vae-batch", type=int, default=16)
-    p.add_argument("--unet-batch", type=int, default=32)
-    p.add_argument("--checkpoint-every", type=int, default=200)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    train(args.work, args.export, args.vae_steps, args.unet_steps, args.vae_batch, args.unet_batch,
-          args.checkpoint_every, not args.no_progress)
-    return 0
+    """``python -m dragkit.shapes.train ARGS`` is ``dragkit shapes train ARGS``."""
+    import sys
+
+    from ..cli import main as cli_main
+
+    return cli_main(["shapes", "train", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
