@@ -285,6 +285,7 @@ def plot_error_vs_background(by_label: dict[str, list[dict]], path: Path) -> Opt
             ax.scatter(xs, ys, s=10, alpha=0.35, color=colour)
             mx, my = statistics.fmean(xs), statistics.fmean(y for y in ys if not math.isnan(y))
             ax.scatter([mx], [my], s=120, color=colour, edgecolors="black", label=f"{label} (mean)", zorder=3)
+        ax.set_xlim(left=0)  # 0 = moved exactly as asked; identity sits at 1
         ax.set_xlabel("drag error / requested distance ↓")
         ax.set_ylabel("background PSNR (dB) ↑")
         ax.set_title("better: upper left")
