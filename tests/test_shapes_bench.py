@@ -214,17 +214,6 @@ CI_MAX_ERROR_FRACTION = 0.6  # identity scores 1.0; see test_a_real_drag_brings_
 CI_MIN_BACKGROUND_PSNR = 22.0
 
 
-@pytest.fixture(scope="module")
-def shapes_model_dir():
-    """The shipped shapes model (``DRAGKIT_SHAPES_MODEL`` may point at another trained folder)."""
-    from dragkit.shapes.model import WEIGHTS_DIR
-
-    path = Path(os.environ.get("DRAGKIT_SHAPES_MODEL", WEIGHTS_DIR))
-    if not (path / "model_index.json").exists():
-        pytest.skip(f"trained shapes model not found at {path} (train it: python -m dragkit.shapes.train)")
-    return path
-
-
 def test_a_real_drag_brings_the_object_closer(shapes_model_dir, tmp_path):
     """DragDiffusion with reduced steps on 5 tasks must bring the object clearly closer than not editing (1.0).
 
