@@ -48,3 +48,14 @@ def tiny_model(tiny_model_dir):
     from dragkit.models import DiffusionModel
 
     return DiffusionModel.from_pretrained(str(tiny_model_dir), device="cpu", dtype="fp32")
+
+
+@pytest.fixture(scope="session")
+def shapes_model_dir() -> Path:
+    """The shipped shapes model (``DRAGKIT_SHAPES_MODEL`` may point at another trained diffusers folder)."""
+    from dragkit.shapes.model import WEIGHTS_DIR
+
+    path = Path(os.environ.get("DRAGKIT_SHAPES_MODEL", WEIGHTS_DIR))
+    if not (path / "model_index.json").exists():
+        pytest.skip(f"trained shapes model not found at {path} (train it: python -m dragkit.shapes.train)")
+    return path

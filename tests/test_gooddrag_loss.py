@@ -72,6 +72,25 @@ def test_step_shorter_than_beta_lands_on_the_target(maps):
     assert terms.motion[0] == pytest.approx(expected.item(), rel=1e-6)
 
 
+def test_without_information_preserving_the_source_is_the_current_map_at_the_current_handle(maps):
+    """The "w/o IP" ablation (paper Eq. 7): sg(F) around the current handle h, not F_orig around h⁰; still detached."""
+    import dataclasses
+
+    reference, current = maps
+    cfg = dataclasses.replace(CFG, information_preserving=False)
+    handles, initial, targets = [[26.0, 30.0]], [[8, 8]], [[29.0, 34.0]]  # d = (0.6, 0.8)·4
+    terms = loss(current, reference, handles, initial, targets, cfg=cfg)
+    expected = manual_term(current, current, (26, 30), (26 + 2.4, 30 + 3.2), 4)
+    assert terms.motion[0] == pytest.approx(expected.item(), rel=1e-6)
+    assert loss(current, reference + 5.0, handles, initial, targets, cfg=cfg).motion[0] == pytest.approx(
+        terms.motion[0], rel=1e-6)  # the undragged map plays no role
+    cur = current.clone().requires_grad_(True)
+    loss(cur, reference, [[20.0, 20.0]], [[8, 8]], [[20.0, 30.0]], cfg=cfg).total.backward()
+    rows, cols = (cur.grad.abs().sum(dim=(0, 1)) > 0).nonzero(as_tuple=True)
+    assert (rows.min().item(), rows.max().item(), cols.min().item(), cols.max().item()) == (16, 24, 20, 28)
+    assert apply_overrides(CFG, ["information_preserving=false"]).information_preserving is False
+
+
 def test_gradient_flows_only_into_the_current_features_at_the_shifted_patch(maps):
     reference, current = (m.clone().requires_grad_(True) for m in maps)
     terms = loss(current, reference, [[20.0, 20.0]], [[20, 20]], [[20.0, 30.0]])

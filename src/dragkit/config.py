@@ -135,6 +135,7 @@ class GoodDragConfig:
     drag_step_size: float = 4.0  # β: the shifted patch sits at h + d·min(β, ‖g − h‖) (feature px)
     motion_radius: int = 4  # r1: patch (2r1+1)², loss = (2r1)²·mean L1 (the code's factor)
     tracking_radius: int = 12  # r2: point-tracking window (2r2+1)², clipped to the map (the code does not clip)
+    information_preserving: bool = True  # motion target sg(F_orig) at h⁰ (Eq. 8); False: sg(F) at the current h (Eq. 7)
     mask_weight: float = 0.2  # λ: weight of Σ|(x_{t−1}(ẑ) − x̄_{t−1})⊙(1−M)| vs the undragged trajectory (bench: 0.1)
     regularize_without_mask: bool = True  # code: with no mask drawn the whole latent is pinned; False drops the λ-term
     stop_distance: float = 2.0  # stop when every handle is < this many feature px from its target

@@ -60,12 +60,16 @@ def gooddrag_loss(features: torch.Tensor, reference_features: torch.Tensor, hand
                   x_prev_reference: torch.Tensor, editable: Optional[torch.Tensor],
                   config: GoodDragConfig) -> LossTerms:
     """Eq. 8 with the code's scaling: Σ_i (2r1)²·mean|sg(F_orig)_{Ω(h⁰_i)} − F_{Ω(h_i+d_i)}| over the pairs still at
-    ≥ the stop distance, + λ·Σ|(x_{t−1} − x̄_{t−1})⊙(1 − editable)|. ``editable`` None drops the λ-term."""
+    ≥ the stop distance, + λ·Σ|(x_{t−1} − x̄_{t−1})⊙(1 − editable)|. ``editable`` None drops the λ-term.
+
+    ``config.information_preserving`` False is the paper's ablation "w/o IP" (Eq. 7, §5.3): the target patch is
+    sg(F) of the *current* latent around the *current* handle h_i, as DragDiffusion, instead of F_orig around h⁰_i."""
     active = active_pairs(handles, targets, config.stop_distance)
     total = features.new_zeros(())
     terms = LossTerms(total)
+    source, origins = (reference_features, initial_handles) if config.information_preserving else (features, handles)
     for i in active:
-        term, mean = gooddrag_motion_term(features, reference_features, handles[i], initial_handles[i], targets[i],
+        term, mean = gooddrag_motion_term(features, source, handles[i], origins[i], targets[i],
                                           config.motion_radius, config.drag_step_size)
         total = total + term
         terms.motion.append(term.item())

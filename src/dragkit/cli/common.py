@@ -12,10 +12,11 @@ from ..models import DEFAULT_MODEL
 from ..types import ProgressEvent
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
+def add_model_options(parser: argparse.ArgumentParser, default_model: Optional[str] = DEFAULT_MODEL,
+                      default_model_help: str = "%(default)s") -> None:
     g = parser.add_argument_group("model")
-    g.add_argument("--model", default=DEFAULT_MODEL,
-                   help="Hub id, local diffusers folder, or single-file .safetensors (default: %(default)s)")
+    g.add_argument("--model", default=default_model,
+                   help=f"Hub id, local diffusers folder, or single-file .safetensors (default: {default_model_help})")
     g.add_argument("--model-config", default=None,
                    help="local diffusers config folder for a single-file checkpoint (needed offline)")
     g.add_argument("--vae", default=None, help="optional separate VAE (Hub id, folder or .safetensors)")

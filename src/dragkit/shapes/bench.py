@@ -1,0 +1,296 @@
+"""The shapes benchmark runner (``dragkit bench shapes``): methods and ablations over seeded "move this object" tasks.
+
+One model load, then for every variant (a labelled method config; ``identity`` = the input returned unchanged, the
+baseline row) and every task (:mod:`dragkit.shapes.tasks`): edit, save ``DIR/<variant>/<task id>.png``, measure
+(:mod:`dragkit.shapes.metrics`) and append one JSON line to ``DIR/results.jsonl``. Then ``summary.json`` (means per
+variant), ``table.md``, ``table.csv`` and ``plot.png`` (per-task drag error vs background PSNR, means marked).
+
+Resuming: pairs (variant, task) already in ``results.jsonl`` are skipped, so re-running the same command continues,
+and a larger ``--n`` extends a run (the first k tasks of a task set never change). ``DIR/run.json`` records the task
+seed, the model and each variant's config; a different config under an existing label, another seed or another model
+is refused before any work. The summary covers the requested tasks for every variant recorded in the folder.
+
+Ablations (:data:`ABLATIONS`, ``--ablations``), each a set of config changes on top of the method's (overridden)
+config, labelled ``<method>-<ablation>``:
+
+- ``no-lora``: no identity LoRA (``lora_steps=0``);
+- ``no-refattn``: no reference-latent-control while denoising (``reference_attention=false``);
+- ``no-ipms`` (GoodDrag): DragDiffusion's motion supervision, sg(F(h_i)) at the current handle, instead of the
+  information-preserving target F_orig(h⁰_i) (``information_preserving=false``);
+- ``no-aldd`` (GoodDrag): every drag operation at t*, then plain denoising — ``drag_denoise_steps=1``,
+  ``trackings_per_denoise`` = T_d·B (70 with the defaults), the paper's "w/o AlDD" (§5.3, Fig. 12).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from ..config import apply_overrides, config_fields, config_to_dict
+from ..io import atomic_path, save_image_atomic, save_json_atomic
+from ..types import DragError
+from .metrics import drag_metrics
+from .tasks import ShapeTask
+
+logger = logging.getLogger(__name__)
+
+IDENTITY = "identity"
+METHODS = (IDENTITY, "dragdiffusion", "gooddrag")
+RESULTS, SUMMARY, RUN_META = "results.jsonl", "summary.json", "run.json"
+SUMMARY_METRICS = ("drag_error_px", "drag_error_fraction", "background_psnr", "shape_iou")
+
+ABLATIONS: dict[str, list[tuple[str, Callable[[Any], dict]]]] = {
+    "dragdiffusion": [
+        ("no-lora", lambda c: {"lora_steps": 0}),
+        ("no-refattn", lambda c: {"reference_attention": False}),
+    ],
+    "gooddrag": [
+        ("no-lora", lambda c: {"lora_steps": 0}),
+        ("no-refattn", lambda c: {"reference_attention": False}),
+        ("no-ipms", lambda c: {"information_preserving": False}),
+        ("no-aldd", lambda c: {"drag_denoise_steps": 1,
+                               "trackings_per_denoise": c.drag_denoise_steps * c.trackings_per_denoise}),
+    ],
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the table: a label, its method and its config (None for identity)."""
+
+    label: str
+    method: str
+    config: Any = None
+
+    def meta(self) -> dict:
+        return {"method": self.method, "config": None if self.config is None else config_to_dict(self.config)}
+
+
+def build_variants(methods: list[str], overrides: list[str], ablations: bool = False) -> list[Variant]:
+    """Identity first (always: the baseline row), then each requested method with ``overrides`` (FIELD=VALUE, each
+    applied to every method whose config has the field; an error when none has it) and, with ``ablations``, its
+    ablation rows."""
+    import dataclasses
+
+    from ..editor import default_config
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise DragError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
+    drag_methods = [m for m in dict.fromkeys(methods) if m != IDENTITY]
+    configs = {m: default_config(m) for m in drag_methods}
+    for item in overrides:
+        if "=" not in item:
+            raise DragError(f"--set expects FIELD=VALUE, got {item!r}")
+        name = item.split("=", 1)[0].strip()
+        if not any(name in config_fields(type(c)) for c in configs.values()):
+            raise DragError(f"--set {name}: no requested method ({', '.join(drag_methods) or 'identity only'}) "
+                            "has this config field")
+    variants = [Variant(IDENTITY, IDENTITY)]
+    for method, config in configs.items():
+        mine = [o for o in overrides if o.split("=", 1)[0].strip() in config_fields(type(config))]
+        config = apply_overrides(config, mine) if mine else config
+        variants.append(Variant(method, method, config))
+        if ablations:
+            variants += [Variant(f"{method}-{name}", method, dataclasses.replace(config, **change(config)))
+                         for name, change in ABLATIONS[method]]
+    return variants
+
+
+# --- the run folder ------------------------------------------------------------------------------------------------
+
+def check_run_dir(out_dir: Path, seed: int, model: Optional[str], variants: list[Variant]) -> dict:
+    """The folder's ``run.json`` with this run added, or a :class:`DragError` when it conflicts with what the folder
+    already holds (another task seed, model, or config under the same label). Nothing is written."""
+    path = out_dir / RUN_META
+    meta = json.loads(path.read_text()) if path.exists() else {"seed": seed, "model": None, "variants": {}}
+    if meta["seed"] != seed:
+        raise DragError(f"{out_dir} holds tasks of --seed {meta['seed']}, not {seed}; use another --out")
+    needs_model = any(v.config is not None for v in variants)
+    if needs_model and meta["model"] not in (None, model):
+        raise DragError(f"{out_dir} holds results of model {meta['model']}; use another --out")
+    for v in variants:
+        old = meta["variants"].get(v.label)
+        if old is not None and old != v.meta():
+            raise DragError(f"{out_dir} holds variant {v.label!r} with a different config; use another --out")
+        meta["variants"][v.label] = v.meta()
+    if needs_model:
+        meta["model"] = model
+    return meta
+
+
+def read_results(out_dir: Path) -> list[dict]:
+    """The records of ``results.jsonl``; a partial last line (an interrupted append) is dropped from the file."""
+    path = out_dir / RESULTS
+    if not path.exists():
+        return []
+    text = path.read_text()
+    lines = text.splitlines()
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:
+                raise DragError(f"{path}: line {i + 1} is not JSON") from None
+            logger.warning("%s: dropping a partial last line", path)
+            with atomic_path(path) as tmp:
+                tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return records
+
+
+def append_result(out_dir: Path, record: dict) -> None:
+    with open(out_dir / RESULTS, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+        fh.flush()
+
+
+# --- one edit ------------------------------------------------------------------------------------------------------
+
+def run_task(editor, variant: Variant, task: ShapeTask, out_dir: Path, *, seed: int, callback=None) -> dict:
+    """Edit ``task`` with ``variant`` (identity: no edit), save the image, return its ``results.jsonl`` record."""
+    original = task.image()
+    record: dict = {"variant": variant.label, "method": variant.method, "task_id": task.task_id,
+                    "scene_seed": task.scene_seed, "object": task.scene.shapes[task.index].kind,
+                    "colour": str(task.scene.shapes[task.index].colour), "prompt": task.prompt,
+                    "handle": list(task.handle), "target": list(task.target), "offset": list(task.offset),
+                    "distance": task.distance}
+    if variant.config is None:
+        edited, final_handles, timings, steps = original, [list(task.handle)], {}, 0
+    else:
+        result = editor.edit(task.request(), variant.config, callback=callback, seed=seed)
+        edited, timings, steps = np.asarray(result.image.convert("RGB")), result.timings, result.steps
+        final_handles = [list(p) for p in result.final_handles]
+    from PIL import Image
+
+    save_image_atomic(Image.fromarray(edited), out_dir / variant.label / f"{task.task_id}.png")
+    record.update(final_handles=final_handles, steps=steps, timings=timings,
+                  metrics=drag_metrics(original, edited, task.scene, task.index, task.offset))
+    return record
+
+
+def run_shapes_benchmark(load_editor: Callable[[], Any], variants: list[Variant], tasks: list[ShapeTask],
+                         out_dir: str | Path, *, seed: int = 0, model: Optional[str] = None,
+                         callback=None, on_task: Optional[Callable[[str, str, str], None]] = None) -> dict:
+    """Run every (variant, task) pair not yet in ``out_dir`` and write the summary files; returns the summary.
+
+    ``load_editor()`` is called once, before anything is written, and only if some drag variant has work left. ``on_task(label, task_id,
+    status)`` is called after each pair with "done" or "skipped"; ``callback`` receives every ProgressEvent.
+    """
+    out_dir = Path(out_dir)
+    meta = check_run_dir(out_dir, seed, model, variants)
+    done = {(r["variant"], r["task_id"]) for r in read_results(out_dir)}
+    todo = [(v, t) for v in variants for t in tasks if (v.label, t.task_id) not in done]
+    editor = load_editor() if any(v.config is not None for v, _ in todo) else None  # fails before anything is written
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_json_atomic(meta, out_dir / RUN_META)
+    for variant in variants:
+        for task in tasks:
+            if (variant.label, task.task_id) in done:
+                status = "skipped"
+            else:
+                append_result(out_dir, run_task(editor, variant, task, out_dir, seed=seed, callback=callback))
+                status = "done"
+            if on_task is not None:
+                on_task(variant.label, task.task_id, status)
+    return write_summary(out_dir, [t.task_id for t in tasks], [v.label for v in variants])
+
+
+# --- summary, tables, plot -----------------------------------------------------------------------------------------
+
+def summarize(records: list[dict]) -> dict:
+    """Means of the metrics over ``records`` of one variant, plus n, objects lost and seconds per edit."""
+    out: dict = {"n": len(records)}
+    for key in SUMMARY_METRICS:
+        values = [r["metrics"][key] for r in records if r["metrics"].get(key) is not None]
+        out[key] = statistics.fmean(values) if values else None
+    out["objects_lost"] = sum(bool(r["metrics"].get("object_lost")) for r in records)
+    seconds = [r["timings"]["total"] for r in records if r.get("timings", {}).get("total") is not None]
+    out["seconds_per_edit"] = statistics.fmean(seconds) if seconds else None
+    return out
+
+
+def write_summary(out_dir: Path, task_ids: list[str], order: list[str]) -> dict:
+    """``summary.json``, ``table.md``, ``table.csv`` and ``plot.png`` over ``task_ids``, for every variant in the
+    folder (``order`` first). Returns the summary {variant: {...}}."""
+    wanted = set(task_ids)
+    records = [r for r in read_results(out_dir) if r["task_id"] in wanted]
+    labels = list(dict.fromkeys(order + sorted({r["variant"] for r in records})))
+    by_label = {label: [r for r in records if r["variant"] == label] for label in labels}
+    summary = {label: summarize(rs) for label, rs in by_label.items() if rs}
+    methods = {r["variant"]: r["method"] for r in records}
+    save_json_atomic(summary, out_dir / SUMMARY)
+    rows = [[label, methods[label], *table_cells(s)] for label, s in summary.items()]
+    with atomic_path(out_dir / "table.md") as tmp:
+        tmp.write_text(to_markdown(rows))
+    write_csv(rows, out_dir / "table.csv")
+    plot_error_vs_background({label: by_label[label] for label in summary}, out_dir / "plot.png")
+    return summary
+
+
+TABLE_COLUMNS = ("variant", "method", "n", "drag error (px)", "drag error / requested", "background PSNR (dB)",
+                 "shape IoU", "objects lost", "s / edit")
+
+
+def table_cells(s: dict) -> list:
+    return [s["n"], s["drag_error_px"], s["drag_error_fraction"], s["background_psnr"], s["shape_iou"],
+            s["objects_lost"], s["seconds_per_edit"]]
+
+
+def to_markdown(rows: list[list]) -> str:
+    from ..benchmark.report import _fmt
+
+    lines = ["# Shapes benchmark", "",
+             "Drag error: distance between the moved object's centroid (found by its colour) and where it should be "
+             "(↓; / requested: as a fraction of the requested distance, identity = 1). Background PSNR: outside the "
+             "object's old and new footprints (↑, capped at 60 dB). Shape IoU: with the original shape translated "
+             "(↑).", "",
+             "| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(rows: list[list], path: Path) -> None:
+    import csv
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["variant", "method", "n", *SUMMARY_METRICS, "objects_lost", "seconds_per_edit"])
+        writer.writerows([["" if v is None else v for v in row] for row in rows])
+
+
+def plot_error_vs_background(by_label: dict[str, list[dict]], path: Path) -> Optional[Path]:
+    """Scatter of per-task drag error fraction (x, ↓) vs background PSNR (y, ↑), one colour per variant, means as
+    large outlined markers; None when matplotlib is missing."""
+    try:
+        from ..benchmark.plots import _pyplot, _save
+
+        plt = _pyplot()
+    except ImportError:
+        logger.warning("matplotlib is not installed: no plot.png (pip install matplotlib)")
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    try:
+        for i, (label, records) in enumerate(by_label.items()):
+            colour = plt.get_cmap("tab10")(i % 10)
+            xs = [r["metrics"]["drag_error_fraction"] for r in records]
+            ys = [r["metrics"]["background_psnr"] for r in records]
+            ax.scatter(xs, ys, s=10, alpha=0.35, color=colour)
+            mx, my = statistics.fmean(xs), statistics.fmean(y for y in ys if not math.isnan(y))
+            ax.scatter([mx], [my], s=120, color=colour, edgecolors="black", label=f"{label} (mean)", zorder=3)
+        ax.set_xlim(left=0)  # 0 = moved exactly as asked; identity sits at 1
+        ax.set_xlabel("drag error / requested distance ↓")
+        ax.set_ylabel("background PSNR (dB) ↑")
+        ax.set_title("better: upper left")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
