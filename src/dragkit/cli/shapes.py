@@ -86,7 +86,7 @@ def run_quality(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     model = DiffusionModel.from_pretrained(model_path, device=args.device, dtype="fp32")
     report = asdict(measure(model, args.n_vae, args.n_inversion))
-    report["model"] = str(model_path)
+    report["model"] = args.model or "dragkit/shapes/weights (shipped)"
     save_json_atomic(report, out / "quality.json")
     save_image_atomic(sample_grid(model_path, guidance=args.guidance, device=args.device), out / "samples.png")
     print(json.dumps(report, indent=1))
