@@ -140,7 +140,7 @@ def run(args) -> list[dict]:
         monitor = StageMemory(device)
         result = editor.edit(request, config, callback=monitor)
         monitor.finish()
-        row = {"method": method, "model": model.name, "device": str(device), "dtype": str(dtype).replace("torch.", ""),
+        row = {"method": method, "model": model.name, "device": str(device), "dtype": str(model.dtype).replace("torch.", ""),
                "size": s, "threads": torch.get_num_threads(),
                "seconds": {k: round(result.timings.get(k, 0.0), 3) for k in (*STAGES, "total")},
                "peak_mib": {k: round(monitor.peaks.get(k, 0.0), 1) for k in STAGES},

@@ -39,7 +39,8 @@ def add_parser(sub) -> None:
     t.add_argument("--unet-steps", type=_positive, default=6000, help="default: %(default)s")
     t.add_argument("--vae-batch", type=_positive, default=16, help="default: %(default)s")
     t.add_argument("--unet-batch", type=_positive, default=16, help="default: %(default)s")
-    t.add_argument("--vae-crop", type=_positive, default=32, help="VAE trains on crops of this size (default: %(default)s)")
+    t.add_argument("--vae-crop", type=_positive, default=32,
+                   help="VAE trains on crops of this size (default: %(default)s)")
     t.add_argument("--checkpoint-every", type=_positive, default=200, help="default: %(default)s")
     t.add_argument("--threads", type=_positive, default=None, help="torch CPU threads (default: torch's choice)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
