@@ -209,26 +209,25 @@ def test_cli_identity_end_to_end_and_bad_input(tmp_path):
 # --- one real drag on the trained shapes model ---------------------------------------------------------------------
 
 CI_TASKS = 5
-CI_SETTINGS = ["lora_steps=20", "num_inference_steps=25"]  # t* = 681 as the default (35 of 50 → 18 of 25 steps)
-CI_MAX_ERROR_FRACTION = 0.6  # identity scores 1.0; see test_a_real_drag_brings_the_object_closer
-CI_MIN_BACKGROUND_PSNR = 22.0
+CI_SETTINGS = ["lora_steps=20", "num_inference_steps=25"]
+CI_MAX_ERROR_FRACTION = 0.6  # identity and a drag without motion supervision score 1.0; GoodDrag here ≈ 0.27
+CI_MIN_BACKGROUND_PSNR = 22.0  # here ≈ 27 dB
 
 
 def test_a_real_drag_brings_the_object_closer(shapes_model_dir, tmp_path):
-    """DragDiffusion with reduced steps on 5 tasks must bring the object clearly closer than not editing (1.0).
-
-    A broken drag fails this: with the motion supervision switched off (``optimization_steps=0``) the same run
-    measures ≈ 1.0 (the object stays put); see the README's shapes section for the numbers."""
+    """GoodDrag with reduced steps (LoRA 20, 25 DDIM steps) on 5 tasks must bring the object clearly closer than not
+    editing. Measured on the trained model: drag error 0.27 of the requested distance, background 27.3 dB; a broken
+    drag (``drag_denoise_steps=0``: no motion supervision) measures 1.00 and fails, as does identity (1.00)."""
     import torch
 
     from dragkit.editor import DragEditor
 
     torch.set_num_threads(1)
-    variants = bench.build_variants(["dragdiffusion"], CI_SETTINGS)
+    variants = bench.build_variants(["gooddrag"], CI_SETTINGS)
     summary = bench.run_shapes_benchmark(
         lambda: DragEditor.from_pretrained(str(shapes_model_dir), device="cpu", dtype="fp32"), variants,
         make_tasks(CI_TASKS, seed=0), tmp_path, seed=0, model=str(shapes_model_dir))
-    dd = summary["dragdiffusion"]
+    gd = summary["gooddrag"]
     assert summary["identity"]["drag_error_fraction"] == pytest.approx(1.0, abs=0.03)
-    assert dd["drag_error_fraction"] < CI_MAX_ERROR_FRACTION, summary
-    assert dd["background_psnr"] > CI_MIN_BACKGROUND_PSNR, summary
+    assert gd["drag_error_fraction"] < CI_MAX_ERROR_FRACTION, summary
+    assert gd["background_psnr"] > CI_MIN_BACKGROUND_PSNR, summary
