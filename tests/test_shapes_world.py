@@ -80,17 +80,14 @@ def test_cli_train_rejects_bad_arguments(capsys):
 
 
 @pytest.fixture(scope="module")
-def shipped_model():
-    if not (WEIGHTS_DIR / "model_index.json").exists():
-        pytest.skip(f"shapes weights not found at {WEIGHTS_DIR}")
+def shipped_model(shapes_model_dir):
     from dragkit.models import DiffusionModel
 
-    return DiffusionModel.from_pretrained(str(WEIGHTS_DIR), device="cpu", dtype="fp32")
+    return DiffusionModel.from_pretrained(str(shapes_model_dir), device="cpu", dtype="fp32")
 
 
 def test_shipped_weights_are_small_safetensors():
-    if not WEIGHTS_DIR.exists():
-        pytest.skip("shapes weights not shipped")
+    assert (WEIGHTS_DIR / "model_index.json").exists(), "the trained shapes model must ship with the package"
     files = [p for p in WEIGHTS_DIR.rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) <= 20 * 2**20
     weights = [p for p in files if p.suffix in (".safetensors", ".bin", ".ckpt", ".pt")]
@@ -106,12 +103,11 @@ def test_shipped_model_meets_its_quality_bar(shipped_model):
     assert np.mean(inv) >= 25.0
 
 
-def test_quality_command_writes_report_and_grid(tmp_path):
-    if not (WEIGHTS_DIR / "model_index.json").exists():
-        pytest.skip("shapes weights not shipped")
+def test_quality_command_writes_report_and_grid(tmp_path, shapes_model_dir):
     from dragkit.cli import main
 
-    assert main(["shapes", "quality", "--out", str(tmp_path), "--n-vae", "4", "--n-inversion", "1"]) == 0
+    assert main(["shapes", "quality", "--model", str(shapes_model_dir), "--out", str(tmp_path), "--n-vae", "4",
+                 "--n-inversion", "1"]) == 0
     report = json.loads((tmp_path / "quality.json").read_text())
     assert report["n_vae"] == 4 and report["vae_psnr_mean"] > 0
     from PIL import Image

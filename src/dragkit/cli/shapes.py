@@ -89,6 +89,6 @@ def run_quality(args: argparse.Namespace) -> int:
     report = asdict(measure(model, args.n_vae, args.n_inversion))
     report["model"] = args.model or "dragkit/shapes/weights (shipped)"
     save_json_atomic(report, out / "quality.json")
-    save_image_atomic(sample_grid(model_path, guidance=args.guidance, device=args.device), out / "samples.png")
+    save_image_atomic(sample_grid(model, guidance=args.guidance), out / "samples.png")
     print(json.dumps(report, indent=1))
     return 0

@@ -8,9 +8,7 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
@@ -20,14 +18,14 @@ from .. import stages
 from ..config import DragDiffusionConfig
 from ..models import DiffusionModel
 from ..types import DragRequest
+from .metrics import psnr as capped_psnr
 from .scenes import random_scene
 from .train import EVAL_SEED
 
 
-def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
-    """PSNR in dB of two uint8-range images (inf when identical)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(peak * peak / mse)
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Plain PSNR (dB, 8-bit peak) of two whole images: the benchmark's, uncapped."""
+    return capped_psnr(a, b, cap=float("inf"))
 
 
 def _to_uint8(images01: torch.Tensor) -> np.ndarray:
@@ -62,22 +60,22 @@ def inversion_psnr(model: DiffusionModel, n: int = 50, strength: float = 0.7) ->
     return out
 
 
-def sample_grid(model_path: str, n: int = 32, guidance: float = 3.0, seed: int = 0, columns: int = 8,
-                device: Optional[str] = None) -> Image.Image:
-    """Samples for the captions of the first ``n`` held-out scenes; rows alternate scenes / samples."""
-    from ..models import load_pipeline, select_device
+def sample_grid(model: DiffusionModel, n: int = 32, guidance: float = 3.0, seed: int = 0,
+                columns: int = 8) -> Image.Image:
+    """Samples (the library's own :func:`dragkit.generation.generate`: DDIM, 50 steps, classifier-free guidance) for
+    the captions of the first ``n`` held-out scenes, noise seeds ``seed + i``; rows alternate scenes / samples."""
+    from ..config import GenerationConfig
+    from ..generation import generate
 
-    pipe = load_pipeline(model_path, torch_dtype=torch.float32).to(select_device(device))
-    pipe.set_progress_bar_config(disable=True)
     scenes = [random_scene(EVAL_SEED + i) for i in range(n)]
     size = scenes[0].size
-    images = pipe([s.caption() for s in scenes], height=size, width=size, num_inference_steps=50,
-                  guidance_scale=guidance, generator=torch.Generator().manual_seed(seed), output_type="np").images
-    samples = (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
+    samples = [np.asarray(generate(model, GenerationConfig(prompt=s.caption(), seed=seed + i, guidance_scale=guidance,
+                                                           width=size, height=size)).image)
+               for i, s in enumerate(scenes)]
     rows = []
     for r in range(0, n, columns):
         rows.append(np.concatenate([s.image() for s in scenes[r:r + columns]], axis=1))
-        rows.append(np.concatenate(list(samples[r:r + columns]), axis=1))
+        rows.append(np.concatenate(samples[r:r + columns], axis=1))
     return Image.fromarray(np.concatenate(rows, axis=0))
 
 
