@@ -17,16 +17,9 @@ import sys
 from pathlib import Path
 
 from ..types import DragError
-from .common import add_method_options, add_model_options, build_config, load_editor
+from .common import add_method_options, add_model_options, build_config, load_editor, positive_int
 
 logger = logging.getLogger(__name__)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
 
 
 def _add_dataset_runner(sub, dataset: str, title: str) -> None:
@@ -39,8 +32,8 @@ def _add_dataset_runner(sub, dataset: str, title: str) -> None:
     p.add_argument("--lora-cache", default=None, metavar="DIR",
                    help="identity-LoRA cache shared by runs (default: RUN_DIR/../lora_cache)")
     p.add_argument("--shard", default=None, metavar="i/n", help="run only samples i, i+n, i+2n… (0 <= i < n)")
-    p.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="only the first N samples")
-    p.add_argument("--resize", type=_positive_int, default=None, metavar="W",
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N", help="only the first N samples")
+    p.add_argument("--resize", type=positive_int, default=None, metavar="W",
                    help="resize samples to W pixels wide first (quick runs; points and mask scaled)")
     p.add_argument("--dai-plain", action="store_true",
                    help="DAI as the plain mean over pairs (default: the official code's double division by N)")
@@ -63,14 +56,14 @@ def _add_report(sub) -> None:
     p.add_argument("--device", default=None, help="cuda, mps or cpu for MD/IF models (default: the best available)")
     g = p.add_argument_group("Mean Distance (DIFT)")
     g.add_argument("--dift-model", default=DIFT_MODEL, help="diffusers model for DIFT features (default: %(default)s)")
-    g.add_argument("--dift-ensemble", type=_positive_int, default=8, help="noise draws (default: %(default)s)")
+    g.add_argument("--dift-ensemble", type=positive_int, default=8, help="noise draws (default: %(default)s)")
     g.add_argument("--dift-timestep", type=int, default=261, help="noise timestep (default: %(default)s)")
     g.add_argument("--dift-block", type=int, default=1, help="UNet up block used (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     j = p.add_argument_group("GScore-like judge (OpenAI-compatible chat completions)")
     j.add_argument("--judge-url", default=None, help="base URL, e.g. https://api.openai.com/v1 (or DRAGKIT_JUDGE_URL)")
     j.add_argument("--judge-model", default=None, help="model name (or DRAGKIT_JUDGE_MODEL)")
-    j.add_argument("--judge-repeats", type=_positive_int, default=10, help="asks per image (default: %(default)s)")
+    j.add_argument("--judge-repeats", type=positive_int, default=10, help="asks per image (default: %(default)s)")
     j.add_argument("--judge-timeout", type=float, default=60.0, help="seconds per request (default: %(default)s)")
     p.set_defaults(func=run_report)
 
@@ -89,7 +82,7 @@ def _add_shapes(sub) -> None:
                    help="config override, applied to every method that has the field (repeatable)")
     p.add_argument("--ablations", action="store_true",
                    help="add the ablation rows of each method (no-lora, no-refattn; GoodDrag also no-ipms, no-aldd)")
-    p.add_argument("--n", type=_positive_int, default=100, help="number of tasks (default: %(default)s)")
+    p.add_argument("--n", type=positive_int, default=100, help="number of tasks (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="task set and LoRA-noise seed (default: %(default)s)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--lora-cache", default=None, metavar="DIR", help="identity-LoRA cache (default: DIR/lora_cache)")

@@ -12,6 +12,14 @@ from ..models import DEFAULT_MODEL
 from ..types import ProgressEvent
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
 def add_model_options(parser: argparse.ArgumentParser, default_model: Optional[str] = DEFAULT_MODEL,
                       default_model_help: str = "%(default)s") -> None:
     g = parser.add_argument_group("model")

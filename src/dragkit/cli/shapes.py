@@ -13,15 +13,9 @@ import json
 import logging
 
 from ..types import DragError
+from .common import positive_int
 
 logger = logging.getLogger(__name__)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
 
 
 def add_parser(sub) -> None:
@@ -35,14 +29,14 @@ def add_parser(sub) -> None:
                                  "command resumes from the checkpoints in --work.")
     t.add_argument("--work", required=True, help="folder for resumable checkpoints (vae.pt, unet.pt)")
     t.add_argument("--export", default=None, help="write the trained diffusers folder here (fp16 safetensors)")
-    t.add_argument("--vae-steps", type=_positive, default=8000, help="default: %(default)s")
-    t.add_argument("--unet-steps", type=_positive, default=6000, help="default: %(default)s")
-    t.add_argument("--vae-batch", type=_positive, default=16, help="default: %(default)s")
-    t.add_argument("--unet-batch", type=_positive, default=16, help="default: %(default)s")
-    t.add_argument("--vae-crop", type=_positive, default=32,
+    t.add_argument("--vae-steps", type=positive_int, default=8000, help="default: %(default)s")
+    t.add_argument("--unet-steps", type=positive_int, default=6000, help="default: %(default)s")
+    t.add_argument("--vae-batch", type=positive_int, default=16, help="default: %(default)s")
+    t.add_argument("--unet-batch", type=positive_int, default=16, help="default: %(default)s")
+    t.add_argument("--vae-crop", type=positive_int, default=32,
                    help="VAE trains on crops of this size (default: %(default)s)")
-    t.add_argument("--checkpoint-every", type=_positive, default=200, help="default: %(default)s")
-    t.add_argument("--threads", type=_positive, default=None, help="torch CPU threads (default: torch's choice)")
+    t.add_argument("--checkpoint-every", type=positive_int, default=200, help="default: %(default)s")
+    t.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.set_defaults(func=run_train)
 
@@ -50,8 +44,9 @@ def add_parser(sub) -> None:
                      description="Write quality.json and samples.png (rows: held-out scene, sample for its caption).")
     q.add_argument("--model", default=None, help="diffusers folder (default: the shipped shapes model)")
     q.add_argument("--out", required=True, help="output folder")
-    q.add_argument("--n-vae", type=_positive, default=200, help="held-out scenes for the VAE (default: %(default)s)")
-    q.add_argument("--n-inversion", type=_positive, default=50,
+    q.add_argument("--n-vae", type=positive_int, default=200,
+                   help="held-out scenes for the VAE (default: %(default)s)")
+    q.add_argument("--n-inversion", type=positive_int, default=50,
                    help="held-out scenes for inversion + denoising (default: %(default)s)")
     q.add_argument("--guidance", type=float, default=3.0, help="CFG scale of the samples (default: %(default)s)")
     q.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")

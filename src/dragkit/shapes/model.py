@@ -1,7 +1,7 @@
 """The shapes model: Stable Diffusion's architecture at toy scale, for 64×64 scenes.
 
 - VAE: ``AutoencoderKL`` with three blocks (32, 64, 64 channels) → VAE factor 4, 4 latent channels (16×16 latents);
-  its ``scaling_factor`` is measured after training (1 / std of the latents), as SD's 0.18215 was.
+  its ``scaling_factor`` is measured after training (1 / std of the latents), as SD 1.5's scaling factor was.
 - UNet: ``UNet2DConditionModel`` with SD 1.5's block layout (cross-attention in the first three down and last three
   up blocks), widths (32, 64, 96, 96), one layer per block, cross-attention on a 64-wide text encoder.
 - Text: a 2-layer ``CLIPTextModel`` trained jointly with the UNet, on the byte-level CLIP tokenizer of

@@ -110,7 +110,7 @@ def train_vae(work: Path, steps: int, batch_size: int = 16, lr: float = 1e-3, ch
 
 @torch.no_grad()
 def latent_scaling_factor(vae, n: int = 512, batch_size: int = 64) -> float:
-    """1 / std of posterior samples over held-out scenes (how SD's 0.18215 was chosen)."""
+    """1 / std of posterior samples over held-out scenes (how SD 1.5's scaling factor was chosen)."""
     zs = []
     for first in range(0, n, batch_size):
         x, _ = scene_batch(EVAL_SEED + first, min(batch_size, n - first))
