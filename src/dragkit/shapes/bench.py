@@ -181,8 +181,9 @@ def run_shapes_benchmark(load_editor: Callable[[], Any], variants: list[Variant]
                          callback=None, on_task: Optional[Callable[[str, str, str], None]] = None) -> dict:
     """Run every (variant, task) pair not yet in ``out_dir`` and write the summary files; returns the summary.
 
-    ``load_editor()`` is called once, before anything is written, and only if some drag variant has work left. ``on_task(label, task_id,
-    status)`` is called after each pair with "done" or "skipped"; ``callback`` receives every ProgressEvent.
+    ``load_editor()`` is called once, before anything is written, and only if some drag variant has work left.
+    ``on_task(label, task_id, status)`` is called after each pair with "done" or "skipped"; ``callback`` receives
+    every ProgressEvent.
     """
     out_dir = Path(out_dir)
     meta = check_run_dir(out_dir, seed, model, variants)

@@ -22,13 +22,14 @@ import torch
 IMAGE_SIZE = 64
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 TEXT_DIM = 64
+VAE_CHANNELS = (32, 64, 64)  # one downsampling per block after the first → VAE factor 2^(3−1) = 4
 
 
 def build_vae():
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64, 64), layers_per_block=1,
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=VAE_CHANNELS, layers_per_block=1,
         norm_num_groups=16, down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
         sample_size=IMAGE_SIZE, scaling_factor=1.0,
     )
@@ -37,7 +38,7 @@ def build_vae():
 def build_unet():
     from diffusers import UNet2DConditionModel
 
-    vae_factor = 4
+    vae_factor = 2 ** (len(VAE_CHANNELS) - 1)
     return UNet2DConditionModel(
         sample_size=IMAGE_SIZE // vae_factor, in_channels=4, out_channels=4, layers_per_block=1,
         block_out_channels=(32, 64, 96, 96), norm_num_groups=16, cross_attention_dim=TEXT_DIM, attention_head_dim=4,

@@ -17,6 +17,7 @@ import copy
 import logging
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..io import atomic_path
 from . import model as shapes_model
 from .scenes import random_scene
 
@@ -49,9 +51,8 @@ def _lr(step: int, total: int, base: float, warmup: int = 200) -> float:
 
 
 def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _progress(total: int, initial: int, desc: str, enabled: bool):
@@ -201,15 +202,9 @@ def train(work: str | Path, export: Optional[str | Path], vae_steps: int, unet_s
     if export is not None:
         export = Path(export)
         tmp = export.with_name(export.name + ".tmp")
-        if tmp.exists():
-            import shutil
-
-            shutil.rmtree(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
         shapes_model.save_pipeline_fp16(pipe, tmp)
-        if export.exists():
-            import shutil
-
-            shutil.rmtree(export)
+        shutil.rmtree(export, ignore_errors=True)
         os.replace(tmp, export)
         logger.info("exported to %s", export)
     return pipe
