@@ -180,8 +180,9 @@ def train_unet(work: Path, vae, scaling: float, steps: int, batch_size: int = 16
         bar.update(1)
         bar.set_postfix(loss=f"{running:.4f}")
         if step % checkpoint_every == 0 or step == steps:
-            _save_atomic({"unet": unet.state_dict(), "text": text_encoder.state_dict(), "ema_unet": ema_unet.state_dict(),
-                          "ema_text": ema_text.state_dict(), "optim": opt.state_dict(), "step": step}, ckpt)
+            _save_atomic({"unet": unet.state_dict(), "text": text_encoder.state_dict(),
+                          "ema_unet": ema_unet.state_dict(), "ema_text": ema_text.state_dict(),
+                          "optim": opt.state_dict(), "step": step}, ckpt)
     bar.close()
     return ema_unet.eval(), ema_text.eval()
 
