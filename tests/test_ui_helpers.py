@@ -269,3 +269,16 @@ def test_app_builds_with_a_control_per_config_field():
     assert "paper default: 80" in ids["param-dragdiffusion-optimization_steps"].info
     run = [d for d in demo.fns.values() if d.name == "on_run"][0]
     assert run.concurrency_limit == 1
+
+
+def test_same_mask():
+    import numpy as np
+
+    from dragkit.ui.session import same_mask
+
+    a = np.zeros((4, 5), np.uint8)
+    b = a.copy()
+    b[1, 2] = 1
+    assert same_mask(None, None) and same_mask(a, a.copy())
+    assert not same_mask(a, b) and not same_mask(a, None) and not same_mask(None, b)
+    assert not same_mask(a, np.zeros((5, 4), np.uint8))

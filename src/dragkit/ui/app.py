@@ -253,11 +253,16 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
                     if sess.image is None:
                         return sess, None, NO_IMAGE
                     return sess, gr.update(), gr.update()
-                if ss.fingerprint(background) != sess.fingerprint:
+                new_image = ss.fingerprint(background) != sess.fingerprint
+                if new_image:
                     sess = ss.set_image(ss.Session(), _flatten(background), max_side)
                     sess = dataclasses.replace(sess, fingerprint=ss.fingerprint(background))
-                sess = ss.set_mask(sess, ss.mask_from_layers((value or {}).get("layers") or [], sess.image.size))
-                return sess, _view(sess), _points_status(sess)
+                masked = ss.set_mask(sess, ss.mask_from_layers((value or {}).get("layers") or [], sess.image.size))
+                if not new_image and ss.same_mask(masked.mask, sess.mask):
+                    # An echo of what the session already holds (the editor's value set by an import or "Drag this
+                    # image" fires its change event late): leave the view and the status — e.g. "Done" — alone.
+                    return sess, gr.update(), gr.update()
+                return masked, _view(masked), _points_status(masked)
             except DragError as exc:
                 return sess, _view(sess), _error(exc)
             except Exception as exc:  # never let a bad upload take the server down

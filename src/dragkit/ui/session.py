@@ -113,6 +113,13 @@ def set_mask(session: Session, mask: Optional[np.ndarray]) -> Session:
     return dataclasses.replace(session, mask=mask)
 
 
+def same_mask(a: Optional[np.ndarray], b: Optional[np.ndarray]) -> bool:
+    """Whether two session masks (None = nothing painted) are equal."""
+    if a is None or b is None:
+        return a is None and b is None
+    return a.shape == b.shape and bool(np.array_equal(a, b))
+
+
 def click_to_pixel(index: tuple[float, float], scale: int, size: tuple[int, int]) -> Point:
     """Pixel of the image under a click at ``index`` = (x, y) on a view upscaled by the integer ``scale``."""
     w, h = size
