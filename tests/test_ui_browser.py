@@ -272,7 +272,8 @@ def test_cancel_stops_the_edit_and_frees_the_device(browser, server, assets):
     steps = page.locator("#param-dragdiffusion-lora_steps input")
     steps.fill("100000")
     steps.press("Tab")
-    page.wait_for_timeout(500)  # let the number reach the app before Run reads it
+    expect(steps).to_have_value("100000")
+    page.wait_for_timeout(1500)  # let the number reach the app before Run reads it (else a cached 2-step LoRA runs)
     page.click("#run-btn")
     _status(page).to_contain_text("identity LoRA — step", timeout=60_000)
     page.click("#cancel-btn")
