@@ -19,7 +19,6 @@ from dragkit.testing import save_tiny_model
 from dragkit.types import EditCancelled
 
 REPO = Path(__file__).resolve().parents[1]
-DRAGBENCH = REPO.parent / "shared" / "data" / "dragbench_dev"
 FAST = ["--lora-steps", "2", "--set", "optimization_steps=2", "--set", "num_inference_steps=10"]
 
 
@@ -45,10 +44,9 @@ def random_lpips_weights(torch_home: Path) -> None:
     torch.save({k: v.abs() for k, v in model.state_dict().items() if k.startswith("lin")}, directory / "alex.pth")
 
 
-@pytest.mark.skipif(not DRAGBENCH.is_dir(), reason=f"DragBench samples not found at {DRAGBENCH}")
-def test_dragbench_run_then_report(tiny, tmp_path):
+def test_dragbench_run_then_report(tiny, dragbench_dir, tmp_path):
     run = tmp_path / "runs" / "dd"
-    r = dragkit("bench", "dragbench", "--data", DRAGBENCH, "--out", run, "--model", tiny, "--limit", "2",
+    r = dragkit("bench", "dragbench", "--data", dragbench_dir, "--out", run, "--model", tiny, "--limit", "2",
                 "--resize", "64", "--no-progress", *FAST, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "2 edited, 0 already done, 0 failed" in r.stdout
@@ -57,7 +55,7 @@ def test_dragbench_run_then_report(tiny, tmp_path):
     assert meta["config"]["optimization_steps"] == 2 and meta["dai"] == "official"
     records = sorted(run.glob("*/*/result.json"))
     assert [p.parent.relative_to(run).as_posix() for p in records] == \
-        sorted(p.relative_to(DRAGBENCH).as_posix() for p in DRAGBENCH.glob("*/*"))[:2]
+        sorted(p.relative_to(dragbench_dir).as_posix() for p in dragbench_dir.glob("*/*"))[:2]
     for path in records:
         rec = json.loads(path.read_text())
         original = Image.open(path.parent / "input.png").convert("RGB")
@@ -70,7 +68,7 @@ def test_dragbench_run_then_report(tiny, tmp_path):
     assert len(list((tmp_path / "runs" / "lora_cache").glob("*.safetensors"))) == 2
 
     # other settings into the same folder are refused (one line, exit 2)
-    r = dragkit("bench", "dragbench", "--data", DRAGBENCH, "--out", run, "--model", tiny, "--limit", "2",
+    r = dragkit("bench", "dragbench", "--data", dragbench_dir, "--out", run, "--model", tiny, "--limit", "2",
                 "--resize", "64", "--no-progress", *FAST, "--set", "latent_lr=0.5", cwd=tmp_path)
     assert r.returncode == 2 and "different config" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
@@ -141,30 +139,25 @@ def test_drag100_shard_resume_and_failing_sample(tiny, drag100, tmp_path):
 
 
 def test_interrupted_run_resumes(tiny, drag100, tmp_path):
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        editor = DragEditor.from_pretrained(str(tiny), device="cpu", lora_cache_dir=str(tmp_path / "lora"))
-        config = default_config("dragdiffusion").__class__(lora_steps=2, optimization_steps=2, num_inference_steps=10)
-        seen = []
+    editor = DragEditor.from_pretrained(str(tiny), device="cpu", lora_cache_dir=str(tmp_path / "lora"))
+    config = default_config("dragdiffusion").__class__(lora_steps=2, optimization_steps=2, num_inference_steps=10)
+    seen = []
 
-        def interrupt_second(sample_id):
-            def callback(event):
-                if sample_id == "c_0" and event.stage == "denoising":
-                    raise EditCancelled  # stands for Ctrl-C / a killed job in the middle of an edit
-            seen.append(sample_id)
-            return callback
+    def interrupt_second(sample_id):
+        def callback(event):
+            if sample_id == "c_0" and event.stage == "denoising":
+                raise EditCancelled  # stands for Ctrl-C / a killed job in the middle of an edit
+        seen.append(sample_id)
+        return callback
 
-        with pytest.raises(EditCancelled):
-            run_benchmark(editor, config, "drag100", drag100, tmp_path / "run", callback_for=interrupt_second)
-        assert (tmp_path / "run" / "a_0" / "result.json").is_file()
-        assert (tmp_path / "run" / "b_0" / "error.json").is_file()
-        assert not (tmp_path / "run" / "c_0" / "dragged_image.png").exists()
-        assert not list((tmp_path / "run").rglob(".*"))  # no half-written temporary files left
-        first = (tmp_path / "run" / "a_0" / "dragged_image.png").read_bytes()
+    with pytest.raises(EditCancelled):
+        run_benchmark(editor, config, "drag100", drag100, tmp_path / "run", callback_for=interrupt_second)
+    assert (tmp_path / "run" / "a_0" / "result.json").is_file()
+    assert (tmp_path / "run" / "b_0" / "error.json").is_file()
+    assert not (tmp_path / "run" / "c_0" / "dragged_image.png").exists()
+    assert not list((tmp_path / "run").rglob(".*"))  # no half-written temporary files left
+    first = (tmp_path / "run" / "a_0" / "dragged_image.png").read_bytes()
 
-        summary = run_benchmark(editor, config, "drag100", drag100, tmp_path / "run")
-        assert summary.skipped == ["a_0"] and summary.done == ["c_0", "d_0"] and list(summary.failed) == ["b_0"]
-        assert (tmp_path / "run" / "a_0" / "dragged_image.png").read_bytes() == first
-    finally:
-        torch.set_num_threads(torch_threads)
+    summary = run_benchmark(editor, config, "drag100", drag100, tmp_path / "run")
+    assert summary.skipped == ["a_0"] and summary.done == ["c_0", "d_0"] and list(summary.failed) == ["b_0"]
+    assert (tmp_path / "run" / "a_0" / "dragged_image.png").read_bytes() == first

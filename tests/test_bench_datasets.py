@@ -13,20 +13,15 @@ from dragkit.datasets import iter_samples, read_drag100_sample, read_sample, res
 from dragkit.io import read_dragbench_sample
 from dragkit.types import DragError, DragRequest
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-DRAGBENCH, DRAG100 = DATA / "dragbench_dev", DATA / "drag100_dev"
-needs_dragbench = pytest.mark.skipif(not DRAGBENCH.is_dir(), reason=f"DragBench samples not found at {DRAGBENCH}")
-needs_drag100 = pytest.mark.skipif(not DRAG100.is_dir(), reason=f"Drag100 samples not found at {DRAG100}")
 
 
-@needs_dragbench
-def test_dragbench_reads_every_sample_with_category_and_id():
-    samples = list(iter_samples("dragbench", DRAGBENCH))
+def test_dragbench_reads_every_sample_with_category_and_id(dragbench_dir):
+    samples = list(iter_samples("dragbench", dragbench_dir))
     assert len(samples) == 20
     sizes, pair_counts = set(), set()
     for s in samples:
         category, name = s.sample_id.split("/")
-        assert s.category == category and (DRAGBENCH / s.sample_id / "meta_data.pkl").is_file()
+        assert s.category == category and (dragbench_dir / s.sample_id / "meta_data.pkl").is_file()
         req = s.request
         assert isinstance(req, DragRequest) and req.prompt
         w, h = req.size
@@ -38,25 +33,23 @@ def test_dragbench_reads_every_sample_with_category_and_id():
     assert len({s.category for s in samples}) == 10
 
 
-@needs_dragbench
-def test_dragbench_points_alternate_handle_target():
-    sid = sample_ids("dragbench", DRAGBENCH)[0]
-    meta = pickle.load(open(DRAGBENCH / sid / "meta_data.pkl", "rb"))  # trusted local test data
-    req = read_sample("dragbench", DRAGBENCH, sid).request
+def test_dragbench_points_alternate_handle_target(dragbench_dir):
+    sid = sample_ids("dragbench", dragbench_dir)[0]
+    meta = pickle.load(open(dragbench_dir / sid / "meta_data.pkl", "rb"))  # trusted local test data
+    req = read_sample("dragbench", dragbench_dir, sid).request
     pts = [tuple(map(float, p)) for p in meta["points"]]
     assert list(req.handles) == pts[0::2] and list(req.targets) == pts[1::2]
     assert req.prompt == meta["prompt"]
 
 
-@needs_drag100
-def test_drag100_reads_every_sample():
-    samples = list(iter_samples("drag100", DRAG100))
+def test_drag100_reads_every_sample(drag100_dir):
+    samples = list(iter_samples("drag100", drag100_dir))
     assert len(samples) == 80
     heights = set()
     for s in samples:
         assert s.category is None and "/" not in s.sample_id
         req = s.request
-        pts = json.loads((DRAG100 / s.sample_id / "points.json").read_text())["points"]
+        pts = json.loads((drag100_dir / s.sample_id / "points.json").read_text())["points"]
         assert len(req.handles) == len(pts) // 2 and list(req.handles[0]) == [float(v) for v in pts[0]]
         assert req.prompt == "" and req.mask.shape == (req.size[1], req.size[0])
         assert set(np.unique(req.mask)) <= {0, 1} and req.mask.any()

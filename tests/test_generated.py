@@ -27,7 +27,6 @@ def gen_config(**kw):
 
 @pytest.fixture(scope="module")
 def editor(tiny_model):
-    torch.set_num_threads(1)
     return DragEditor(tiny_model)
 
 

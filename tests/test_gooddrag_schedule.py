@@ -6,14 +6,12 @@ Driven by a fake ``ops`` (no UNet); the last test replays the golden GoodDrag ru
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from dragkit.aldd import AFTER_SUPERVISION, INITIAL, AlddPlan, run_aldd
 from dragkit.config import GoodDragConfig
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
 
 
 class FakeOps:
@@ -111,12 +109,10 @@ def test_plan_from_config_clamps_to_the_steps_left():
 
 @pytest.mark.golden
 @pytest.mark.parametrize("case", ["gooddrag_full", "gooddrag_full_nonsquare"])
-def test_schedule_reproduces_the_golden_decisions(case):
+def test_schedule_reproduces_the_golden_decisions(case, golden_dir):
     """Feed the golden run's tracking results through the schedule: same events, same step counts, same stop."""
-    if not (GOLDEN / case / "trajectory.json").exists():
-        pytest.skip(f"golden fixtures not found at {GOLDEN / case}")
-    traj = json.loads((GOLDEN / case / "trajectory.json").read_text())
-    inputs = json.loads((GOLDEN / case / "inputs.json").read_text())
+    traj = json.loads((golden_dir / case / "trajectory.json").read_text())
+    inputs = json.loads((golden_dir / case / "inputs.json").read_text())
     hp = {k: v["value"] for k, v in inputs["hyperparameters"].items()}
     recorded = traj["tracking"]
     targets = traj["targets_rc"]
