@@ -10,42 +10,21 @@ from typing import Callable, Optional
 import torch
 
 from . import stages
-from .config import DragDiffusionConfig, GenerationConfig
+from .config import DragDiffusionConfig, GenerationConfig, GoodDragConfig, default_config, method_names  # noqa: F401
 from .generation import Generation, generate
 from .io import image_bytes
 from .lora import LoraCache, maybe_lora, train_identity_lora
 from .models import DEFAULT_MODEL, DiffusionModel
-from .types import DragError, DragRequest, DragResult, ProgressCallback
+from .types import DragError, DragRequest, DragResult, ProgressCallback, ProgressEvent
 
 logger = logging.getLogger(__name__)
 
 
 def _methods() -> dict[str, tuple[type, Callable]]:
-    """Method name → (config class, drag function). Each method module exposes ``drag(model, request, config, cb)``."""
-    from . import dragdiffusion
+    """Method name → (config class, drag function)."""
+    from . import dragdiffusion, gooddrag
 
-    methods = {"dragdiffusion": (DragDiffusionConfig, dragdiffusion.drag)}
-    try:
-        from . import gooddrag
-        from .config import GoodDragConfig
-
-        methods["gooddrag"] = (GoodDragConfig, gooddrag.drag)
-    except ImportError:
-        pass
-    return methods
-
-
-def method_names() -> list[str]:
-    return list(_methods())
-
-
-def default_config(method: str):
-    methods = _methods()
-    if method not in methods:
-        from .types import DragError
-
-        raise DragError(f"unknown method {method!r}; choose from {', '.join(methods)}")
-    return methods[method][0]()
+    return {"dragdiffusion": (DragDiffusionConfig, dragdiffusion.drag), "gooddrag": (GoodDragConfig, gooddrag.drag)}
 
 
 def generated_config(config, generation: Generation, request: DragRequest, model: DiffusionModel):
@@ -109,18 +88,20 @@ class DragEditor:
         start = time.perf_counter()
         if generation is not None:
             config = generated_config(config, generation, request, self.model)
-        weights = self.identity_lora(request, config, callback, seed)
+        weights, cached = self.identity_lora(request, config, callback, seed)
         lora_time = time.perf_counter() - start
         with maybe_lora(self.model.unet, config.lora_rank, weights):
             result = methods[type(config)](self.model, request, config, callback, generation)
         result.timings = {"lora": lora_time, **result.timings, "total": time.perf_counter() - start}
+        result.config, result.lora_cached = config, cached
         return result
 
     def identity_lora(self, request: DragRequest, config, callback: Optional[ProgressCallback] = None,
-                      seed: int = 0) -> Optional[dict[str, torch.Tensor]]:
-        """Fine-tuned identity LoRA weights for this image (from the cache when available); None if lora_steps = 0."""
+                      seed: int = 0) -> tuple[Optional[dict[str, torch.Tensor]], bool]:
+        """(fine-tuned identity LoRA weights for this image, whether they came from the cache); None if lora_steps
+        = 0. A cache hit is reported as one ``ProgressEvent("lora", n, n, cached=True)``."""
         if config.lora_steps <= 0:
-            return None
+            return None, False
         key = None
         if self.lora_cache is not None:
             style = (self.model.style_lora["sha256"], self.model.style_lora["scale"]) if self.model.style_lora else ()
@@ -129,7 +110,9 @@ class DragEditor:
                                 config.lora_weight_decay, seed, *style)
             cached = self.lora_cache.get(key)
             if cached is not None:
-                return cached
+                if callback is not None:
+                    callback(ProgressEvent("lora", config.lora_steps, config.lora_steps, cached=True))
+                return cached, True
         model = self.model
         work = stages.working_size(request.size, model.vae_scale_factor)
         image = request.image if work == request.size else request.image.resize(work)
@@ -141,4 +124,4 @@ class DragEditor:
             weight_decay=config.lora_weight_decay, generator=generator, callback=callback)
         if self.lora_cache is not None:
             self.lora_cache.put(key, weights)
-        return weights
+        return weights, False

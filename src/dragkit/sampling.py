@@ -27,11 +27,10 @@ import copy
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
+from .config import SCHEDULERS
 from .ddim import ddim_step
 from .ddim import make_scheduler as make_ddim_scheduler
 from .types import DragError
-
-SCHEDULERS = ("ddim", "dpm++2m", "dpm++2m-karras")
 
 
 def make_scheduler(scheduler_config, name: str, num_inference_steps: int):

@@ -85,6 +85,8 @@ class ProgressEvent:
         handles: current handle positions, (x, y) pixels of the input image (optimisation stage only).
         loss: current loss (LoRA and optimisation stages).
         timestep: current diffusion timestep, where meaningful.
+        cached: the stage's result came from a cache instead of being computed (one "lora" event with
+            step = total when the identity LoRA was reused).
     """
 
     stage: str
@@ -93,6 +95,7 @@ class ProgressEvent:
     handles: Optional[list[Point]] = None
     loss: Optional[float] = None
     timestep: Optional[int] = None
+    cached: bool = False
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
@@ -112,6 +115,9 @@ class DragResult:
         latent: the final latent before decoding (useful for tests and chaining).
         frames: an animation of the edit (decoded intermediate results with the handles drawn), when the method
             config asked for one (GoodDrag ``animation=True``); otherwise None.
+        config: the method config the edit actually ran with (for a generated image: the generation's step count,
+            no LoRA), as ``--json`` records it.
+        lora_cached: whether the identity LoRA came from the editor's cache (False when trained or not used).
     """
 
     image: Image.Image
@@ -121,3 +127,5 @@ class DragResult:
     steps: int = 0
     latent: Optional[object] = None
     frames: Optional[list[Image.Image]] = None
+    config: Optional[object] = None
+    lora_cached: bool = False

@@ -1,16 +1,14 @@
 """The "advanced parameters" of each method, read generically from its config dataclass (names, types, defaults and
-the comments of :mod:`dragkit.config`, which name the paper symbols), and turned back into a config."""
+the help in the fields' metadata, :mod:`dragkit.config`, which name the paper symbols), and turned back into a config."""
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import re
 import typing
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import apply_overrides
+from ..config import apply_overrides, field_help
 
 
 @dataclass(frozen=True)
@@ -35,28 +33,14 @@ def _kind(typ: Any) -> str:
     return "str"
 
 
-def field_comments(cfg_cls: type) -> dict[str, str]:
-    """``name: type = default  # comment`` → {name: comment}, read from the class source (empty if unavailable)."""
-    try:
-        source = inspect.getsource(cfg_cls)
-    except (OSError, TypeError):
-        return {}
-    out = {}
-    for line in source.splitlines():
-        m = re.match(r"\s+(\w+)\s*:[^=#]+=[^#]*#\s*(.+)$", line)
-        if m:
-            out[m.group(1)] = m.group(2).strip()
-    return out
-
-
 def method_params(method: str, config: Any) -> list[Param]:
     """One :class:`Param` per field of ``config`` (an instance of the method's config class)."""
     cls = type(config)
     hints = typing.get_type_hints(cls)
-    comments = field_comments(cls)
+    helps = field_help(cls)
     paper = cls()
     return [Param(method, f.name, _kind(hints[f.name]), getattr(config, f.name), getattr(paper, f.name),
-                  comments.get(f.name, "")) for f in dataclasses.fields(cls)]
+                  helps[f.name]) for f in dataclasses.fields(cls)]
 
 
 def format_value(kind: str, value: Any) -> Any:
