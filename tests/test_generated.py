@@ -151,13 +151,14 @@ def test_reference_attention_with_guidance_runs_a_batch_of_four(editor):
     sizes = []
     hook = editor.model.unet.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[0]))
     try:
-        src, edited = stages.denoise(editor.model, edit, z, z + 0.1 * torch.randn_like(z), edit.t_index, (2, 3))
+        *_, pair = stages.denoising(editor.model, edit, torch.cat([z, z + 0.1 * torch.randn_like(z)]), edit.t_index,
+                                    (2, 3))
     finally:
         hook.remove()
     assert set(sizes) == {4}
     # the source branch attends to itself only: it is denoised exactly as without control
-    _, plain = stages.denoise(editor.model, edit, None, z, edit.t_index, None)
-    torch.testing.assert_close(src, plain, atol=1e-4, rtol=0)
+    *_, plain = stages.denoising(editor.model, edit, z, edit.t_index)
+    torch.testing.assert_close(pair[:1], plain, atol=1e-4, rtol=0)
 
 
 # --- FreeU and sizes ------------------------------------------------------------------------------------------------

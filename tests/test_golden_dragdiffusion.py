@@ -78,12 +78,11 @@ def test_inversion_and_reconstruction(golden_model, golden_dir, strength, tag):
         for i, t in enumerate(inversion_timesteps(edit.scheduler, config.inverted_steps)):
             step = ddim_inversion_step(eps_model, edit.scheduler, path[i : i + 1], t)
             torch.testing.assert_close(step, path[i + 1 : i + 2], atol=1e-5, rtol=0)
-    z0, z_t = stages.invert(golden_model, edit, config.inverted_steps)
+    z_t = stages.invert(golden_model, edit, stages.encode(golden_model, edit)[0])
     torch.testing.assert_close(z_t, out[f"inverted_latent_{tag}"], atol=5e-4, rtol=0)
 
     recorded = [out[f"inverted_latent_{tag}"]]
-    stages.denoise(golden_model, edit, None, out[f"inverted_latent_{tag}"], edit.t_index, None,
-                   on_step=lambda i, t, z: recorded.append(z))
+    recorded += list(stages.denoising(golden_model, edit, out[f"inverted_latent_{tag}"], edit.t_index))
     torch.testing.assert_close(torch.cat(recorded), out[f"reconstruction_latents_{tag}"], atol=5e-4, rtol=0)
     image = golden_model.decode(recorded[-1])
     torch.testing.assert_close(image, out[f"reconstruction_image_{tag}"], atol=2e-3, rtol=0)
@@ -179,7 +178,7 @@ def test_end_to_end_no_mask(golden_model, golden_dir):
     inputs, traj, out, request = load_case(golden_dir, "dragdiffusion_full")
     config = case_config(inputs)
     edit = stages.prepare(golden_model, request, config)
-    _, z_t = stages.invert(golden_model, edit, config.inverted_steps)
+    z_t = stages.invert(golden_model, edit, stages.encode(golden_model, edit)[0])
     with torch.enable_grad(), stages.feature_model(golden_model, edit, config.feature_block) as fm:
         opt = optimize_latent(fm, edit, z_t, config)
     assert opt.steps == traj["n_optimizer_steps"] == 19
@@ -187,11 +186,10 @@ def test_end_to_end_no_mask(golden_model, golden_dir):
     assert opt.handles.tolist() == traj["final_handles_rc"]
     torch.testing.assert_close(opt.latent, out["optimized_latent"], atol=1e-3, rtol=0)
 
-    pairs = []
-    source, edited = stages.denoise(golden_model, edit, z_t, opt.latent, edit.t_index,
-                                    tuple(config.reference_attention_blocks),
-                                    on_step=lambda i, t, z: pairs.append(z.clone()))
-    got = torch.stack([torch.cat([z_t, opt.latent])] + pairs)
+    start = torch.cat([z_t, opt.latent])
+    pairs = list(stages.denoising(golden_model, edit, start, edit.t_index, tuple(config.reference_attention_blocks)))
+    source, edited = pairs[-1][:1], pairs[-1][1:]
+    got = torch.stack([start] + pairs)
     torch.testing.assert_close(got, out["denoise_latents"], atol=5e-3, rtol=0)
     torch.testing.assert_close(golden_model.decode(edited), out["image_edit"], atol=5e-3, rtol=0)
     torch.testing.assert_close(golden_model.decode(source), out["image_source_branch"], atol=2e-3, rtol=0)
@@ -220,8 +218,8 @@ def test_reference_attention_call_counts(golden_model, golden_dir, monkeypatch):
     names = ra.controlled_layer_names(golden_model.unet, config.reference_attention_blocks)
     assert len(names) == len(traj["masactrl"]["controlled_transformer_blocks"]) == 6
     monkeypatch.setattr(ra, "MutualSelfAttentionProcessor", Counting)
-    stages.denoise(golden_model, edit, out["inverted_latent"], out["optimized_latent"], edit.t_index,
-                   tuple(config.reference_attention_blocks))
+    outcome = stages.DragOutcome(out["optimized_latent"], out["inverted_latent"], edit.t_index, edit.handles, [], 0)
+    stages.denoise(golden_model, edit, outcome, tuple(config.reference_attention_blocks))
     assert len(seen) == traj["masactrl"]["controlled_calls"] == 210
 
 

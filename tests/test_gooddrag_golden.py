@@ -21,6 +21,7 @@ from PIL import Image
 
 from dragkit import gooddrag, points, stages
 from dragkit.config import GoodDragConfig
+from dragkit.editor import DragEditor
 from dragkit.io import load_mask
 from dragkit.tracking import track_points
 from dragkit.types import DragRequest
@@ -154,7 +155,8 @@ def test_mask_and_point_mapping(case):
 
 
 def test_inverted_latent(case, model):
-    z0, z_t = stages.invert(model, case.edit, case.config.inverted_steps)
+    z0 = stages.encode(model, case.edit)[0]
+    z_t = stages.invert(model, case.edit, z0)
     torch.testing.assert_close(z0, case.out["z0"], atol=1e-5, rtol=0)
     torch.testing.assert_close(z_t, case.out["inverted_latent"], atol=5e-4, rtol=0)
 
@@ -227,7 +229,7 @@ def test_first_supervision_step_of_the_drag_phase(case, model):
 
     out, edit, cfg = case.out, case.edit, case.config
     with torch.enable_grad(), stages.feature_model(model, edit, cfg.feature_block) as fm:
-        run = gooddrag._AlddRun(model, fm, edit, out["inverted_latent"], cfg, 1, None)
+        run = gooddrag._AlddRun(fm, edit, out["inverted_latent"], cfg, 1, None)
         run.begin(0)
         assert run.undragged.x_prev.data_ptr() == run.pending.x_prev.data_ptr()  # the same tensor, detached
         assert torch.equal(run.pending.x_prev, run.undragged.x_prev)
@@ -261,7 +263,7 @@ def test_replay_tracking_events(case, replay, model):
 
 
 def test_end_to_end_first_tracking_events_and_final_handles(case, model):
-    result = gooddrag.drag(model, case.request, case.config)
+    result = DragEditor(model).edit(case.request, case.config)
     golden = [[tuple(p) for p in e["after_xy"]] for e in case.traj["tracking"][:FIRST_EVENTS]]
     scale = case.request.size[0] / case.edit.grid_hw[1]
     assert result.trajectory[0] == [(c * scale, r * scale) for r, c in case.traj["handles_rc_init"]]

@@ -18,42 +18,29 @@ residual is exactly zero at step 0; the mask term is dropped when no mask is dra
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
 from . import stages
 from .config import DragDiffusionConfig
-from .models import DiffusionModel
-from .motion import active_pairs, dragdiffusion_motion_term, masked_latent_term
+from .motion import LossTerms, active_pairs, dragdiffusion_motion_term, masked_latent_term, motion_loss
+from .optim import grad_scaler, optimizer_step
 from .tracking import reference_vectors_at, track_points
-from .types import DragRequest, DragResult, ProgressCallback, ProgressEvent
-
-
-@dataclass
-class LossTerms:
-    total: torch.Tensor
-    motion: list[float] = field(default_factory=list)  # per active pair: the motion term (with its area factor)
-    motion_means: list[float] = field(default_factory=list)
-    active: list[int] = field(default_factory=list)
+from .types import ProgressCallback, ProgressEvent
 
 
 def drag_loss(features, handles, targets, x_prev, x_prev_0, editable_latent, has_mask: bool,
               config: DragDiffusionConfig) -> LossTerms:
-    """Eq. 3 with the reference's scaling: Σ_i (2r1+1)²·mean|sg(F_q) − F_{q+d_i}| + λ·Σ|(ẑ_{t−1} − z_{t−1})⊙(1−M)|."""
-    active = active_pairs(handles, targets, config.stop_distance)
-    total = features.new_zeros(())
-    terms = LossTerms(total)
-    for i in active:
-        term, mean = dragdiffusion_motion_term(features, handles[i], targets[i], config.motion_radius)
-        total = total + term
-        terms.motion.append(term.item())
-        terms.motion_means.append(mean.item())
+    """Eq. 3 with the reference's scaling: Σ_i (2r1+1)²·mean|sg(F_q) − F_{q+d_i}| + λ·Σ|(ẑ_{t−1} − z_{t−1})⊙(1−M)|;
+    the λ-term is dropped when no mask is drawn."""
+    regularizer = None
     if has_mask and config.mask_weight > 0:
-        total = total + config.mask_weight * masked_latent_term(x_prev, x_prev_0, editable_latent)
-    terms.total, terms.active = total, active
-    return terms
+        regularizer = lambda: config.mask_weight * masked_latent_term(x_prev, x_prev_0, editable_latent)  # noqa: E731
+    return motion_loss(handles, targets, config.stop_distance,
+                       lambda i: dragdiffusion_motion_term(features, handles[i], targets[i], config.motion_radius),
+                       regularizer)
 
 
 @dataclass
@@ -70,7 +57,7 @@ def optimize_latent(fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tenso
     t = edit.t_star
     z = z_t.detach().clone().float().requires_grad_(True)
     optimizer = torch.optim.Adam([z], lr=config.latent_lr)
-    scaler = torch.amp.GradScaler(z.device.type, enabled=fm.model.dtype == torch.float16)
+    scaler = grad_scaler(z.device, fm.model.dtype)
     handles, targets = edit.handles.clone(), edit.targets
     reference, x_prev_0 = None, None
     trajectory = [handles.clone()]
@@ -87,10 +74,7 @@ def optimize_latent(fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tenso
         if not active_pairs(handles, targets, config.stop_distance):
             break
         loss = drag_loss(features, handles, targets, x_prev, x_prev_0, edit.editable_latent, edit.has_mask, config)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss.total).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        optimizer_step(optimizer, scaler, loss.total)
         steps += 1
         if callback is not None:
             callback(ProgressEvent("optimization", k + 1, config.optimization_steps,
@@ -98,14 +82,9 @@ def optimize_latent(fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tenso
     return Optimization(z.detach(), handles, trajectory, steps)
 
 
-def drag(model: DiffusionModel, request: DragRequest, config: DragDiffusionConfig,
-         callback: Optional[ProgressCallback] = None, generation=None) -> DragResult:
-    """Run DragDiffusion on ``request`` (an identity LoRA, if any, is already attached to the UNet); with
-    ``generation`` (a :class:`~dragkit.generation.Generation`) the image is dragged in generated-image mode."""
-
-    def optimize(fm, edit, z_t):
-        opt = optimize_latent(fm, edit, z_t, config, callback)
-        # the reference branch is the un-optimised inverted latent, denoised from t* alongside
-        return stages.DragOutcome(opt.latent, z_t, edit.t_index, opt.handles, opt.trajectory, opt.steps)
-
-    return stages.run_drag(model, request, config, optimize, callback, generation)
+def optimize(fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tensor, config: DragDiffusionConfig,
+             callback: Optional[ProgressCallback] = None) -> stages.DragOutcome:
+    """DragDiffusion's part of an edit (:meth:`dragkit.editor.DragEditor.edit` runs the rest): optimise z_t at t*;
+    the reference branch of the final denoising is the un-optimised z_t, denoised from t* alongside."""
+    opt = optimize_latent(fm, edit, z_t, config, callback)
+    return stages.DragOutcome(opt.latent, z_t, edit.t_index, opt.handles, opt.trajectory, opt.steps)

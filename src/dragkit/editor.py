@@ -1,30 +1,34 @@
-"""The editor: a model loaded once, any number of edits, any method."""
+"""The editor: a model loaded once, any number of edits, any method. :meth:`DragEditor.edit` is the story of one
+edit, top to bottom; each method contributes its config and an ``optimize`` (registry :data:`OPTIMIZE`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 import time
-from typing import Callable, Optional
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional
 
 import torch
 
-from . import stages
-from .config import DragDiffusionConfig, GenerationConfig, GoodDragConfig, default_config, method_names  # noqa: F401
+from . import dragdiffusion, gooddrag, stages
+from .animation import draw_points
+from .config import METHODS, DragDiffusionConfig, GenerationConfig, MethodConfig
+from .config import default_config, method_names  # noqa: F401  (re-exported: the editor is where methods run)
+from .freeu import freeu
 from .generation import Generation, generate
 from .io import image_bytes
-from .lora import LoraCache, maybe_lora, train_identity_lora
+from .lora import LoraCache, frozen_lora, train_identity_lora
 from .models import DEFAULT_MODEL, DiffusionModel
 from .types import DragError, DragRequest, DragResult, ProgressCallback, ProgressEvent
 
 logger = logging.getLogger(__name__)
 
-
-def _methods() -> dict[str, tuple[type, Callable]]:
-    """Method name → (config class, drag function)."""
-    from . import dragdiffusion, gooddrag
-
-    return {"dragdiffusion": (DragDiffusionConfig, dragdiffusion.drag), "gooddrag": (GoodDragConfig, gooddrag.drag)}
+# Method name → its optimisation phase: ``optimize(fm, edit, z_t, config, callback) -> stages.DragOutcome``.
+OPTIMIZE: dict[str, Callable[..., stages.DragOutcome]] = {
+    "dragdiffusion": dragdiffusion.optimize,
+    "gooddrag": gooddrag.optimize,
+}
 
 
 def generated_config(config, generation: Generation, request: DragRequest, model: DiffusionModel):
@@ -70,8 +74,9 @@ class DragEditor:
         ``callback`` gets a ``ProgressEvent("generation", …)`` per step."""
         return generate(self.model, config if config is not None else GenerationConfig(), callback)
 
-    def edit(self, request: DragRequest, config=None, callback: Optional[ProgressCallback] = None,
-             seed: int = 0, generation: Optional[Generation] = None) -> DragResult:
+    def edit(self, request: DragRequest, config: Optional[MethodConfig] = None,
+             callback: Optional[ProgressCallback] = None, seed: int = 0,
+             generation: Optional[Generation] = None) -> DragResult:
         """Drag ``request`` with ``config`` (a method config; default DragDiffusion with paper defaults).
 
         ``callback(ProgressEvent)`` is called at every step of every stage; raising :class:`EditCancelled` in it
@@ -81,31 +86,52 @@ class DragEditor:
         LoRA, no inversion, the generation's prompts, guidance, sampler, step count and FreeU (see
         :func:`generated_config`); ``request.prompt`` is not used.
         """
+        model, timings = self.model, {}
+        config = self.check(request, config, generation)
+        with _timed(timings, "total"):
+            edit = stages.prepare(model, request, config, generation)
+            posterior = stages.encode(model, edit) if generation is None else None
+            with _timed(timings, "lora"):
+                weights, cached = self.identity_lora(edit, posterior, config, callback, seed)
+            freeu_setting = generation.config.freeu if generation is not None else ()
+            with frozen_lora(model.unet, config.lora_rank, weights), freeu(model.unet, *freeu_setting):
+                with _timed(timings, "inversion"):
+                    if generation is None:
+                        z_t = stages.invert(model, edit, posterior[0], callback)
+                    else:
+                        z_t = generation.latent_at(edit.t_index).to(model.device)
+                with _timed(timings, "optimization"), torch.enable_grad(), \
+                        stages.feature_model(model, edit, config.feature_block) as fm:
+                    outcome = OPTIMIZE[config.method](fm, edit, z_t, config, callback)
+                with _timed(timings, "denoising"):
+                    blocks = tuple(config.reference_attention_blocks) if config.reference_attention else None
+                    latent = stages.denoise(model, edit, outcome, blocks, callback)
+                    image = stages.to_pil(model.decode(latent), request.size)
+        return _result(edit, outcome, image, latent, config, cached, timings)
+
+    def check(self, request: DragRequest, config: Optional[MethodConfig],
+              generation: Optional[Generation] = None) -> MethodConfig:
+        """The config the edit will run with (default DragDiffusion; a generated image's step count and no LoRA),
+        checked against the request before any work."""
         config = config if config is not None else DragDiffusionConfig()
-        methods = {cls: fn for cls, fn in _methods().values()}
-        if type(config) not in methods:
+        if getattr(config, "method", None) not in METHODS or not isinstance(config, METHODS[config.method]):
             raise TypeError(f"not a method config: {type(config).__name__}")
-        start = time.perf_counter()
         if generation is not None:
             config = generated_config(config, generation, request, self.model)
-        weights, cached = self.identity_lora(request, config, callback, seed)
-        lora_time = time.perf_counter() - start
-        with maybe_lora(self.model.unet, config.lora_rank, weights):
-            result = methods[type(config)](self.model, request, config, callback, generation)
-        result.timings = {"lora": lora_time, **result.timings, "total": time.perf_counter() - start}
-        result.config, result.lora_cached = config, cached
-        return result
+        return config
 
-    def identity_lora(self, request: DragRequest, config, callback: Optional[ProgressCallback] = None,
+    def identity_lora(self, edit: stages.Edit, posterior: Optional[tuple[torch.Tensor, torch.Tensor]],
+                      config: MethodConfig, callback: Optional[ProgressCallback] = None,
                       seed: int = 0) -> tuple[Optional[dict[str, torch.Tensor]], bool]:
-        """(fine-tuned identity LoRA weights for this image, whether they came from the cache); None if lora_steps
-        = 0. A cache hit is reported as one ``ProgressEvent("lora", n, n, cached=True)``."""
+        """(identity LoRA weights fine-tuned on the edit's working image, whether they came from the cache); None
+        when lora_steps = 0. A cache hit is reported as one ``ProgressEvent("lora", n, n, cached=True)``."""
         if config.lora_steps <= 0:
             return None, False
+        model, request = self.model, edit.request
         key = None
         if self.lora_cache is not None:
-            style = (self.model.style_lora["sha256"], self.model.style_lora["scale"]) if self.model.style_lora else ()
-            key = LoraCache.key(image_bytes(request.image), request.prompt, self.model.name, str(self.model.dtype),
+            style = (model.style_lora["sha256"], model.style_lora["scale"]) if model.style_lora else ()
+            key = LoraCache.key(image_bytes(request.image), request.prompt, model.name, str(model.dtype),
                                 config.lora_steps, config.lora_rank, config.lora_lr, config.lora_batch_size,
                                 config.lora_weight_decay, seed, *style)
             cached = self.lora_cache.get(key)
@@ -113,15 +139,35 @@ class DragEditor:
                 if callback is not None:
                     callback(ProgressEvent("lora", config.lora_steps, config.lora_steps, cached=True))
                 return cached, True
-        model = self.model
-        work = stages.working_size(request.size, model.vae_scale_factor)
-        image = request.image if work == request.size else request.image.resize(work)
-        mean, std = model.encode_posterior(model.image_to_tensor(image))
         generator = torch.Generator(device=model.device).manual_seed(seed)
         weights = train_identity_lora(
-            model.unet, model.scheduler_config, mean.float(), std.float(), model.encode_prompt(request.prompt),
+            model.unet, model.scheduler_config, posterior[0], posterior[1], edit.text.cond,
             steps=config.lora_steps, rank=config.lora_rank, lr=config.lora_lr, batch_size=config.lora_batch_size,
             weight_decay=config.lora_weight_decay, generator=generator, callback=callback)
         if self.lora_cache is not None:
             self.lora_cache.put(key, weights)
         return weights, False
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    """Wall-clock seconds of the block into ``timings[stage]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = time.perf_counter() - start
+
+
+def _result(edit: stages.Edit, outcome: stages.DragOutcome, image, latent: torch.Tensor, config: MethodConfig,
+            lora_cached: bool, timings: dict[str, float]) -> DragResult:
+    """The public result, in image pixels (the animation gets the final image as its last frame)."""
+    final_handles = edit.to_image_points(outcome.handles)
+    frames = None
+    if outcome.frames is not None:
+        frames = list(outcome.frames) + [draw_points(image, final_handles, edit.request.targets)]
+    order = ("lora", "inversion", "optimization", "denoising", "total")
+    return DragResult(image=image, final_handles=final_handles,
+                      trajectory=[edit.to_image_points(h) for h in outcome.trajectory],
+                      timings={k: timings[k] for k in order}, steps=outcome.steps, latent=latent, frames=frames,
+                      config=config, lora_cached=lora_cached)

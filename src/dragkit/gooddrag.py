@@ -43,12 +43,11 @@ from . import stages
 from .aldd import INITIAL, AlddPlan, run_aldd
 from .animation import draw_points
 from .config import GoodDragConfig
-from .dragdiffusion import LossTerms
-from .models import DiffusionModel
+from .motion import LossTerms, active_pairs, gooddrag_motion_term, masked_latent_term, motion_loss
+from .optim import grad_scaler, optimizer_step
 from .sampling import predict_x0
-from .motion import active_pairs, gooddrag_motion_term, masked_latent_term
 from .tracking import reference_vectors_at, track_points
-from .types import DragRequest, DragResult, ProgressCallback, ProgressEvent
+from .types import ProgressCallback, ProgressEvent
 
 logger = logging.getLogger(__name__)
 
@@ -64,20 +63,14 @@ def gooddrag_loss(features: torch.Tensor, reference_features: torch.Tensor, hand
 
     ``config.information_preserving`` False is the paper's ablation "w/o IP" (Eq. 7, §5.3): the target patch is
     sg(F) of the *current* latent around the *current* handle h_i, as DragDiffusion, instead of F_orig around h⁰_i."""
-    active = active_pairs(handles, targets, config.stop_distance)
-    total = features.new_zeros(())
-    terms = LossTerms(total)
     source, origins = (reference_features, initial_handles) if config.information_preserving else (features, handles)
-    for i in active:
-        term, mean = gooddrag_motion_term(features, source, handles[i], origins[i], targets[i],
-                                          config.motion_radius, config.drag_step_size)
-        total = total + term
-        terms.motion.append(term.item())
-        terms.motion_means.append(mean.item())
+    regularizer = None
     if editable is not None and config.mask_weight > 0:
-        total = total + config.mask_weight * masked_latent_term(x_prev, x_prev_reference, editable)
-    terms.total, terms.active = total, active
-    return terms
+        regularizer = lambda: config.mask_weight * masked_latent_term(x_prev, x_prev_reference, editable)  # noqa: E731
+    return motion_loss(handles, targets, config.stop_distance,
+                       lambda i: gooddrag_motion_term(features, source, handles[i], origins[i], targets[i],
+                                                      config.motion_radius, config.drag_step_size),
+                       regularizer)
 
 
 def regularized_region(edit: stages.Edit, config: GoodDragConfig) -> Optional[torch.Tensor]:
@@ -131,33 +124,22 @@ def undragged_step(fm: stages.FeatureModel, edit: stages.Edit, source: torch.Ten
 
 # --- the ops the AlDD schedule drives ------------------------------------------------------------------------------
 
-@dataclass
-class TrackingEvent:
-    step: int  # drag step index i
-    t: int
-    kind: str  # aldd.INITIAL or aldd.AFTER_SUPERVISION
-    supervision_steps_so_far: int
-    before: torch.Tensor  # N×2 (row, col)
-    after: torch.Tensor
-    moved: bool
-
-
 class _AlddRun:
     """Per-edit state of the drag phase (created for one edit, then dropped). Implements :class:`aldd.AlddOps`."""
 
-    def __init__(self, model: DiffusionModel, fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tensor,
-                 config: GoodDragConfig, total_steps: int, callback: Optional[ProgressCallback]):
-        self.model, self.fm, self.edit, self.config, self.callback = model, fm, edit, config, callback
+    def __init__(self, fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tensor, config: GoodDragConfig,
+                 total_steps: int, callback: Optional[ProgressCallback]):
+        self.model, self.fm, self.edit, self.config, self.callback = fm.model, fm, edit, config, callback
         self.total_steps = total_steps
         self.latent = z_t.detach().float()  # edited branch, at the current drag timestep
         self.source = self.latent  # undragged branch x̄
         self.handles = edit.handles.clone()
         self.editable = regularized_region(edit, config)
-        self.events: list[TrackingEvent] = []
         self.trajectory = [self.handles.clone()]
         self.frames = [self._frame_of(None)] if config.animation else []
         self.supervision_steps = 0
-        self.z = self.optimizer = self.scaler = self.undragged = None
+        self.scaler = grad_scaler(self.latent.device, self.model.dtype)  # one per edit: its scale carries over
+        self.z = self.optimizer = self.undragged = None
         self.pending: Optional[Forward] = None  # evaluation of the current z, not yet used by a supervision step
         self.last: Optional[Forward] = None  # evaluation used by the latest supervision step (pre-update)
 
@@ -168,7 +150,6 @@ class _AlddRun:
         t = self.timestep(step)
         self.z = self.latent.clone().requires_grad_(True)
         self.optimizer = torch.optim.Adam([self.z], lr=self.config.latent_lr)
-        self.scaler = torch.amp.GradScaler(self.z.device.type, enabled=self.model.dtype == torch.float16)
         self.pending = forward(self.fm, self.edit, self.z, t)  # initial tracking + first supervision step
         self.last = None
         if torch.equal(self.latent, self.source):  # at t*: the source itself → λ-residual exactly 0 at step 1
@@ -180,7 +161,6 @@ class _AlddRun:
         fwd = self.pending if kind == INITIAL else self.last  # after J steps: the stale, pre-update features
         new = track_points(self.undragged.vectors, fwd.features.detach(), self.handles, self.config.tracking_radius)
         moved = not torch.equal(new, self.handles)
-        self.events.append(TrackingEvent(step, fwd.t, kind, self.supervision_steps, self.handles, new, moved))
         self.handles = new
         self.trajectory.append(new.clone())
         if self.config.animation:
@@ -196,10 +176,7 @@ class _AlddRun:
         u = self.undragged
         terms = gooddrag_loss(fwd.features, u.features, self.handles, self.edit.handles, self.edit.targets, fwd.x_prev,
                               u.x_prev, self.editable, self.config)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(terms.total).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        optimizer_step(self.optimizer, self.scaler, terms.total)
         self.last = Forward(fwd.t, fwd.latent, fwd.features.detach(), fwd.eps.detach(), fwd.x_prev.detach())
         self.supervision_steps += 1
         if self.callback is not None:
@@ -230,40 +207,15 @@ class _AlddRun:
 
 # --- the method ----------------------------------------------------------------------------------------------------
 
-@dataclass
-class DragPhase:
-    latent: torch.Tensor  # edited latent after the drag phase's denoising steps
-    source: torch.Tensor  # undragged latent at the same timestep
-    next_index: int  # index into scheduler.timesteps where the final denoising starts
-    handles: torch.Tensor
-    trajectory: list[torch.Tensor]  # handles at the start and after every tracking
-    events: list[TrackingEvent]
-    supervision_steps: int
-    stop_reason: str
-    frames: list
-
-
-def drag_phase(model: DiffusionModel, fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tensor,
-               config: GoodDragConfig, callback: Optional[ProgressCallback] = None) -> DragPhase:
-    """AlDD from the inverted latent ``z_t``: the T_d drag-and-denoise steps (see the module docstring)."""
+def optimize(fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tensor, config: GoodDragConfig,
+             callback: Optional[ProgressCallback] = None) -> stages.DragOutcome:
+    """GoodDrag's part of an edit (:meth:`dragkit.editor.DragEditor.edit` runs the rest): AlDD from the inverted
+    latent ``z_t`` — the T_d drag-and-denoise steps (see the module docstring). The outcome's latent and source are at
+    the timestep where the final, reference-controlled denoising resumes."""
     plan = AlddPlan.from_config(config, len(edit.scheduler.timesteps) - edit.t_index)
-    run = _AlddRun(model, fm, edit, z_t, config, plan.max_supervision_steps, callback)
+    run = _AlddRun(fm, edit, z_t, config, plan.max_supervision_steps, callback)
     outcome = run_aldd(plan, run)
     logger.info("drag phase: %d denoising steps, %d supervision steps, %d trackings, stop: %s",
                 outcome.drag_steps_run, outcome.supervision_steps, outcome.trackings, outcome.stop_reason)
-    return DragPhase(run.latent, run.source, edit.t_index + outcome.drag_steps_run, run.handles, run.trajectory,
-                     run.events, outcome.supervision_steps, outcome.stop_reason, run.frames)
-
-
-def drag(model: DiffusionModel, request: DragRequest, config: GoodDragConfig,
-         callback: Optional[ProgressCallback] = None, generation=None) -> DragResult:
-    """Run GoodDrag on ``request`` (an identity LoRA, if any, is already attached to the UNet); with ``generation``
-    (a :class:`~dragkit.generation.Generation`) the image is dragged in generated-image mode: the undragged branch
-    starts from the generation's own latent at t*."""
-
-    def optimize(fm, edit, z_t):
-        phase = drag_phase(model, fm, edit, z_t, config, callback)
-        return stages.DragOutcome(phase.latent, phase.source, phase.next_index, phase.handles, phase.trajectory,
-                                  phase.supervision_steps, phase.frames if config.animation else None)
-
-    return stages.run_drag(model, request, config, optimize, callback, generation)
+    return stages.DragOutcome(run.latent, run.source, edit.t_index + outcome.drag_steps_run, run.handles,
+                              run.trajectory, outcome.supervision_steps, run.frames if config.animation else None)

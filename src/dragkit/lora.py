@@ -21,6 +21,7 @@ from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
+from .optim import grad_scaler, optimizer_step
 from .types import ProgressCallback, ProgressEvent
 
 logger = logging.getLogger(__name__)
@@ -84,13 +85,16 @@ def _unwrap_tuner_layers(module) -> None:
 
 
 @contextmanager
-def maybe_lora(unet, rank: int, weights: Optional[dict[str, torch.Tensor]]):
-    """:func:`attached_lora` when there are weights, otherwise nothing."""
+def frozen_lora(unet, rank: int, weights: Optional[dict[str, torch.Tensor]]) -> Iterator[None]:
+    """The identity LoRA ``weights`` attached to ``unet`` for the drag, frozen (the drag optimises the latent only:
+    no LoRA weight gradients are computed or held); nothing when ``weights`` is None."""
     if weights is None:
         yield
-    else:
-        with attached_lora(unet, rank, weights):
-            yield
+        return
+    with attached_lora(unet, rank, weights) as params:
+        for p in params:
+            p.requires_grad_(False)
+        yield
 
 
 def train_identity_lora(
@@ -116,7 +120,7 @@ def train_identity_lora(
     noise_scheduler = DDPMScheduler.from_config(scheduler_config)
     device = latent_mean.device
     amp = unet.dtype != torch.float32
-    scaler = torch.amp.GradScaler(device.type, enabled=unet.dtype == torch.float16)
+    scaler = grad_scaler(device, unet.dtype)
     cond = text_embeddings.expand(batch_size, -1, -1)
     with attached_lora(unet, rank) as params:
         for name, p in zip([n for n, _ in unet.named_parameters() if ADAPTER_NAME in n], params):
@@ -139,10 +143,7 @@ def train_identity_lora(
                 with torch.autocast(device.type, dtype=unet.dtype, enabled=amp):
                     pred = unet(noisy.to(unet.dtype), t, cond.to(unet.dtype)).sample
                 loss = F.mse_loss(pred.float(), target.float())
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
+                optimizer_step(optimizer, scaler, loss)
                 if callback is not None:
                     callback(ProgressEvent("lora", step + 1, steps, loss=loss.item()))
         finally:

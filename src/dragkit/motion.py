@@ -7,6 +7,9 @@ replicate) indices, so handles anywhere, borders included, are safe; inside the 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable, Optional
+
 import torch
 
 
@@ -100,3 +103,40 @@ def gooddrag_motion_term(
 def masked_latent_term(x_prev: torch.Tensor, x_prev_reference: torch.Tensor, editable_latent: torch.Tensor):
     """‖(ẑ_{t−1} − sg(z_{t−1})) ⊙ (1 − M)‖₁ as a *sum* over latent elements (the reference's scaling)."""
     return ((x_prev - x_prev_reference.detach()).abs() * (1 - editable_latent)).sum()
+
+
+@dataclass
+class LossTerms:
+    """One supervision step's loss: the differentiable total and its parts (detached tensors, read as floats only
+    when asked, so the hot loop does not wait for the device)."""
+
+    total: torch.Tensor
+    motion_terms: list[torch.Tensor]  # per active pair: the motion term, with its area factor
+    motion_mean_terms: list[torch.Tensor]  # per active pair: the plain mean L1
+    active: list[int]  # indices of the pairs still farther than the stop distance
+
+    @property
+    def motion(self) -> list[float]:
+        return [float(t) for t in self.motion_terms]
+
+    @property
+    def motion_means(self) -> list[float]:
+        return [float(t) for t in self.motion_mean_terms]
+
+
+def motion_loss(handles: torch.Tensor, targets: torch.Tensor, stop_distance: float,
+                pair_term: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
+                regularizer: Optional[Callable[[], torch.Tensor]] = None) -> LossTerms:
+    """Σ over the active pairs of ``pair_term(i)`` (→ (term, mean)), + ``regularizer()`` when given: the motion
+    supervision loss of both methods (DragDiffusion Eq. 3, GoodDrag Eq. 8), which differ only in the pair term."""
+    active = active_pairs(handles, targets, stop_distance)
+    total = handles.new_zeros((), dtype=torch.float32)
+    terms, means = [], []
+    for i in active:
+        term, mean = pair_term(i)
+        total = total + term
+        terms.append(term.detach())
+        means.append(mean.detach())
+    if regularizer is not None:
+        total = total + regularizer()
+    return LossTerms(total, terms, means, active)

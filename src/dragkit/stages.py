@@ -1,9 +1,11 @@
-"""Stages shared by every drag method: preparing an edit, the UNet forward with features, inversion, the final
-reference-controlled denoising and decoding. Per-edit state lives in a fresh :class:`Edit`, never on the model.
+"""Stages shared by every drag method: preparing an edit, encoding, the UNet forward with features, inversion, the
+final reference-controlled denoising and decoding. Per-edit state lives in a fresh :class:`Edit`, never on the model.
+:meth:`dragkit.editor.DragEditor.edit` tells the story of one edit with these stages and a method's ``optimize``.
 
 Sizes. The input image (W×H, any size) is resized bilinearly to the *working size*: each side rounded to the nearest
 multiple of the VAE factor (8 for SD), so the latent is (H_w/8)×(W_w/8) and no pixel is cropped. The feature grid is
-(int(H_w/2), int(W_w/2)) as in the reference. Points map from input pixels straight to the grid (:mod:`points`);
+(int(H_w/2), int(W_w/2)) as in the reference. The identity LoRA, the inversion and the supervision all see this one
+working image (:attr:`Edit.image`). Points map from input pixels straight to the grid (:mod:`points`);
 the decoded result is resized bilinearly back to exactly W×H. Images whose sides are already multiples of 8 (all
 golden cases, 512×512) are not resampled at all.
 
@@ -15,7 +17,7 @@ the generation (prompt, negative prompt, CFG scale: :mod:`dragkit.guidance`), st
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
@@ -40,17 +42,22 @@ class Edit:
     request: DragRequest
     working_size: tuple[int, int]  # (W_w, H_w), multiples of the VAE factor
     grid_hw: tuple[int, int]  # feature grid (rows, cols)
-    image: torch.Tensor  # 1×3×H_w×W_w in [−1, 1]
+    image: torch.Tensor  # 1×3×H_w×W_w in [−1, 1]: the one working image (LoRA, inversion, supervision)
     handles: torch.Tensor  # N×2 (row, col) on the grid
     targets: torch.Tensor  # N×2 (row, col)
     has_mask: bool
     editable_latent: torch.Tensor  # 1×1×h×w {0,1}, 1 = may change
     text: TextConditioning  # prompt embedding (with the negative prompt and CFG scale for generated images)
     scheduler: object  # DDIM (real images) or the generation's sampler; timesteps set, never stepped itself
-    t_index: int  # index of t* in scheduler.timesteps
+    inverted_steps: int  # k = round(T·strength): t* = timesteps[T − k]
 
     def to_image_points(self, rc: torch.Tensor) -> list[tuple[float, float]]:
         return points.to_image(rc, self.request.size, (self.grid_hw[1], self.grid_hw[0]))
+
+    @property
+    def t_index(self) -> int:
+        """Index of t* in ``scheduler.timesteps``."""
+        return start_index(len(self.scheduler.timesteps), self.inverted_steps)
 
     @property
     def t_star(self) -> int:
@@ -66,6 +73,19 @@ class Edit:
     def step(self, output: torch.Tensor, index: int, sample: torch.Tensor) -> torch.Tensor:
         """x at timesteps[index + 1] from ``sample`` at timesteps[index] (differentiable; see :mod:`sampling`)."""
         return sampling.step(self.scheduler, output, index, sample)
+
+
+@dataclass
+class DragOutcome:
+    """What a method's ``optimize`` hands back to the edit's final stage."""
+
+    latent: torch.Tensor  # edited latent, at timesteps[start_index]
+    source: torch.Tensor  # undragged latent at the same timestep (the reference branch)
+    start_index: int  # index into scheduler.timesteps where the final denoising starts
+    handles: torch.Tensor  # final handles, (row, col)
+    trajectory: list  # handles (row, col) at the start and after every tracking
+    steps: int  # optimiser steps taken
+    frames: Optional[list] = None  # animation frames, when the method records them
 
 
 def working_size(size: tuple[int, int], multiple: int) -> tuple[int, int]:
@@ -103,7 +123,7 @@ def prepare(model: DiffusionModel, request: DragRequest, config, generation=None
         editable_latent=editable_latent.to(model.device),
         text=text,
         scheduler=scheduler,
-        t_index=start_index(config.num_inference_steps, config.inverted_steps),
+        inverted_steps=config.inverted_steps,
     )
 
 
@@ -113,16 +133,11 @@ def generation_conditioning(model: DiffusionModel, config) -> TextConditioning:
     return TextConditioning(model.encode_prompt(config.prompt), uncond, config.guidance_scale)
 
 
-def _conditioning(text) -> TextConditioning:
-    return text if isinstance(text, TextConditioning) else TextConditioning(text)
-
-
-def unet_eps(model: DiffusionModel, z: torch.Tensor, t: int, text) -> torch.Tensor:
+def unet_eps(model: DiffusionModel, z: torch.Tensor, t: int, text: TextConditioning) -> torch.Tensor:
     """UNet output for latents ``z`` (any batch) at integer timestep ``t``, as float32: one prediction per latent,
-    CFG-combined when ``text`` (a :class:`TextConditioning` or a plain 1×L×d embedding) is guided."""
-    cond = _conditioning(text)
-    out = model.unet(cond.latents(z).to(model.dtype), t, encoder_hidden_states=cond.embeddings(z.shape[0])).sample
-    return cond.output(out.float())
+    CFG-combined when ``text`` is guided."""
+    out = model.unet(text.latents(z).to(model.dtype), t, encoder_hidden_states=text.embeddings(z.shape[0])).sample
+    return text.output(out.float())
 
 
 class FeatureModel:
@@ -131,9 +146,9 @@ class FeatureModel:
     def __init__(self, model: DiffusionModel, capture, grid_hw: tuple[int, int]):
         self.model, self.capture, self.grid_hw = model, capture, grid_hw
 
-    def __call__(self, z: torch.Tensor, t: int, text) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, z: torch.Tensor, t: int, text: TextConditioning) -> tuple[torch.Tensor, torch.Tensor]:
         eps = unet_eps(self.model, z, t, text)
-        return eps, _conditioning(text).features(resize_features(self.capture.pop(), self.grid_hw))
+        return eps, text.features(resize_features(self.capture.pop(), self.grid_hw))
 
 
 @contextmanager
@@ -143,44 +158,51 @@ def feature_model(model: DiffusionModel, edit: Edit, block: int) -> Iterator[Fea
         yield FeatureModel(model, capture, edit.grid_hw)
 
 
-def invert(model: DiffusionModel, edit: Edit, inverted_steps: int,
-           callback: Optional[ProgressCallback] = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Encode (posterior mean × scaling factor) and DDIM-invert to t*. Returns (z0, z_{t*}) in float32."""
-    z0 = model.encode_posterior(edit.image)[0].float()
+@torch.no_grad()
+def encode(model: DiffusionModel, edit: Edit) -> tuple[torch.Tensor, torch.Tensor]:
+    """VAE posterior (mean, std) × scaling factor of the working image, float32: z0 is the mean (the reference's
+    inversion start); the identity LoRA samples from the whole posterior."""
+    mean, std = model.encode_posterior(edit.image)
+    return mean.float(), std.float()
+
+
+def invert(model: DiffusionModel, edit: Edit, z0: torch.Tensor,
+           callback: Optional[ProgressCallback] = None) -> torch.Tensor:
+    """DDIM-invert ``z0`` by ``edit.inverted_steps`` steps to t*. Returns z_{t*} in float32."""
 
     def on_step(i, t, _x):
         if callback is not None:
-            callback(ProgressEvent("inversion", i + 1, inverted_steps, timestep=int(t)))
+            callback(ProgressEvent("inversion", i + 1, edit.inverted_steps, timestep=int(t)))
 
-    z_t = ddim_invert(lambda x, t: unet_eps(model, x, t, edit.text), edit.scheduler, z0, inverted_steps, on_step)
-    return z0, z_t
+    return ddim_invert(lambda x, t: unet_eps(model, x, t, edit.text), edit.scheduler, z0, edit.inverted_steps, on_step)
 
 
-@torch.no_grad()
-def denoise(model: DiffusionModel, edit: Edit, source: Optional[torch.Tensor], edited: torch.Tensor, from_index: int,
-            blocks: Optional[tuple[int, ...]], callback: Optional[ProgressCallback] = None,
-            on_step=None) -> tuple[Optional[torch.Tensor], torch.Tensor]:
-    """Denoise ``edited`` (and ``source`` in lock-step) from ``timesteps[from_index]`` to the end.
-
-    With ``blocks`` the pair is denoised as a batch [source, edited] under reference attention on those decoder
-    blocks; without, ``edited`` alone (or both, uncontrolled, when a source is given).
-    """
-    from contextlib import nullcontext
-
+def denoising(model: DiffusionModel, edit: Edit, z: torch.Tensor, from_index: int,
+              blocks: Optional[tuple[int, ...]] = None) -> Iterator[torch.Tensor]:
+    """Denoise the batch ``z`` from ``timesteps[from_index]`` to the end, yielding it after every step. With
+    ``blocks``, ``z`` is a [source, edited] pair under reference attention on those decoder blocks (installed for as
+    long as the generator runs: close it, e.g. with :func:`contextlib.closing`, when stopping early)."""
     timesteps = edit.scheduler.timesteps[from_index:].tolist()
     solver = sampling.restarted(edit.scheduler, from_index)  # DDIM: stateless; DPM-Solver++: a fresh multistep state
-    pair = source is not None
-    z = torch.cat([source, edited]) if pair else edited
-    control = reference_attention(model.unet, blocks) if (blocks and pair) else nullcontext()
-    with control:
-        for i, t in enumerate(timesteps):
+    with torch.no_grad(), (reference_attention(model.unet, blocks) if blocks else nullcontext()):
+        for t in timesteps:
             out = unet_eps(model, z, t, edit.text)
             z = solver.step(out, t, z, return_dict=False)[0].to(z.dtype)
-            if on_step is not None:
-                on_step(i, t, z)
+            yield z
+
+
+def denoise(model: DiffusionModel, edit: Edit, outcome: DragOutcome, blocks: Optional[tuple[int, ...]],
+            callback: Optional[ProgressCallback] = None) -> torch.Tensor:
+    """The edit's final stage: denoise ``outcome.latent`` to the end — beside its source branch under reference
+    attention on ``blocks`` (reference-latent-control), or alone when ``blocks`` is None. Returns the edited latent."""
+    z = torch.cat([outcome.source, outcome.latent]) if blocks else outcome.latent
+    total = len(edit.scheduler.timesteps) - outcome.start_index
+    with closing(denoising(model, edit, z, outcome.start_index, blocks)) as steps:
+        for i, z in enumerate(steps):
             if callback is not None:
-                callback(ProgressEvent("denoising", i + 1, len(timesteps), timestep=int(t)))
-    return (z[:1], z[1:]) if pair else (None, z)
+                t = int(edit.scheduler.timesteps[outcome.start_index + i])
+                callback(ProgressEvent("denoising", i + 1, total, timestep=t))
+    return z[-1:]
 
 
 def to_pil(images01: torch.Tensor, size: tuple[int, int]) -> Image.Image:
@@ -190,62 +212,3 @@ def to_pil(images01: torch.Tensor, size: tuple[int, int]) -> Image.Image:
         x = torch.nn.functional.interpolate(x, size=(size[1], size[0]), mode="bilinear", align_corners=False)
     arr = (x[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
     return Image.fromarray(arr)
-
-
-@dataclass
-class DragOutcome:
-    """What a method's optimisation phase hands to the shared final stage."""
-
-    latent: torch.Tensor  # edited latent, at timesteps[start_index]
-    source: torch.Tensor  # undragged latent at the same timestep (the reference branch)
-    start_index: int  # index into scheduler.timesteps where the final denoising starts
-    handles: torch.Tensor  # final handles, (row, col)
-    trajectory: list  # handles (row, col) at the start and after every tracking
-    steps: int  # optimiser steps taken
-    frames: Optional[list] = None  # animation frames, when the method records them
-
-
-def run_drag(model: DiffusionModel, request: DragRequest, config, optimize,
-             callback: Optional[ProgressCallback] = None, generation=None):
-    """The narrative every method shares: prepare → invert (real image) or take the generation's latent at t*
-    (generated image) → ``optimize(fm, edit, z_t)`` → reference-controlled denoising → decode. ``optimize`` returns a
-    :class:`DragOutcome`. Returns a :class:`DragResult`."""
-    from .freeu import freeu
-
-    with freeu(model.unet, *(generation.config.freeu if generation is not None else ())):
-        return _run_drag(model, request, config, optimize, callback, generation)
-
-
-def _run_drag(model, request, config, optimize, callback, generation):
-    import time
-
-    from .animation import draw_points
-    from .types import DragResult
-
-    timings = {}
-    clock = time.perf_counter()
-    edit = prepare(model, request, config, generation)
-    if generation is None:
-        _z0, z_t = invert(model, edit, config.inverted_steps, callback)
-    else:
-        z_t = generation.latent_at(edit.t_index).to(model.device)
-    timings["inversion"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    with torch.enable_grad(), feature_model(model, edit, config.feature_block) as fm:
-        outcome = optimize(fm, edit, z_t)
-    timings["optimization"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    blocks = tuple(config.reference_attention_blocks) if config.reference_attention else None
-    _, edited = denoise(model, edit, outcome.source if blocks else None, outcome.latent, outcome.start_index, blocks,
-                        callback)
-    image = to_pil(model.decode(edited), request.size)
-    timings["denoising"] = time.perf_counter() - clock
-    final_handles = edit.to_image_points(outcome.handles)
-    frames = None
-    if outcome.frames is not None:
-        frames = list(outcome.frames) + [draw_points(image, final_handles, request.targets)]
-    return DragResult(image=image, final_handles=final_handles,
-                      trajectory=[edit.to_image_points(h) for h in outcome.trajectory], timings=timings,
-                      steps=outcome.steps, latent=edited, frames=frames)

@@ -54,8 +54,8 @@ def inversion_psnr(model: DiffusionModel, n: int = 50, strength: float = 0.7) ->
         # A request needs one point pair; it plays no part in inversion and denoising.
         request = DragRequest(Image.fromarray(original), [(1.0, 1.0)], [(2.0, 2.0)], None, scene.caption())
         edit = stages.prepare(model, request, config)
-        _z0, z_t = stages.invert(model, edit, config.inverted_steps)
-        _src, z = stages.denoise(model, edit, None, z_t, edit.t_index, None)
+        z_t = stages.invert(model, edit, stages.encode(model, edit)[0])
+        z = stages.denoise(model, edit, stages.DragOutcome(z_t, z_t, edit.t_index, edit.handles, [], 0), None)
         out.append(psnr(original, _to_uint8(model.decode(z))[0]))
     return out
 
