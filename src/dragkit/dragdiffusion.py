@@ -2,11 +2,14 @@
 tracking on UNet decoder features, then denoise it under reference-latent-control.
 
     1. z0 = E(x)·s;  z_t = DDIM-inversion(z0) to t* (k = round(T·strength) steps)           (stages.invert)
-    2. for k = 0..K−1:  F, ε = UNet(ẑ_t^k);  ẑ_{t−1}^k = DDIM(ε, ẑ_t^k)
+    2. this module's :func:`optimize` — for k = 0..K−1:  F, ε = UNet(ẑ_t^k);  ẑ_{t−1}^k = DDIM(ε, ẑ_t^k)
          k > 0: h ← track(F(z_t) at h⁰, F, h, r2)                                            (Eq. 5)
          stop when every ‖g − h‖ < 2;  L = Σ motion terms + λ‖(ẑ_{t−1} − z_{t−1})⊙(1−M)‖₁   (Eq. 3)
          ẑ_t ← Adam step on L                                                                 (Eq. 4)
     3. denoise [z_t, ẑ_t] with mutual self-attention on the decoder; decode the edited branch  (§3.4)
+
+Steps 1 and 3 (and the identity LoRA before them) are shared with GoodDrag and told in
+:meth:`dragkit.editor.DragEditor.edit`.
 
 Generated images (``generation`` given, paper appendix C): no LoRA, no inversion (z_t is the generation's latent at
 t*), CFG kept (F is the weighted concatenation of both branches' features, :mod:`dragkit.guidance`), and the DDIM

@@ -2,7 +2,7 @@
 information-preserving motion supervision (§3.4), on the same primitives as DragDiffusion.
 
     1. z0 = E(x)·s;  z_{t*} = DDIM-inversion(z0), k = round(T·strength) steps (t* = 741)            (stages.invert)
-    2. for the first T_d denoising steps t_i = t*, t*−20, …  (schedule: :mod:`dragkit.aldd`):
+    2. this module's :func:`optimize` — for the first T_d denoising steps t_i = t*, t*−20, …  (schedule: :mod:`dragkit.aldd`):
          x̄ (undragged source branch): F_orig[t_i] = F(x̄_{t_i}), x̄_{t_i−1} = DDIM(x̄_{t_i})  (once per edit, on device)
          new Adam on ẑ = z_{t_i};  initial tracking h ← track(F_orig[t_i] at h⁰, F(ẑ), h, r2)
          up to B times: stop if all ‖g − h‖ < 2 or no handle moved in the last `early_stop_trackings` trackings;
@@ -13,6 +13,9 @@ information-preserving motion supervision (§3.4), on the same primitives as Dra
          z_{t_{i+1}} = DDIM(ẑ) (no attention control)
     3. denoise [x̄, z] to the end with mutual self-attention on up_blocks 2, 3 (installed when dragging ends);
        decode the edited branch.
+
+Steps 1 and 3 (and the identity LoRA before them) are shared with DragDiffusion and told in
+:meth:`dragkit.editor.DragEditor.edit`.
 
 Generated images (``generation`` given): z_{t*} is the generation's own latent, every evaluation is guided as the
 generation was (CFG features, :mod:`dragkit.guidance`) and every "DDIM" step above is a step of the generation's
