@@ -62,3 +62,18 @@ def config_from_values(default: Any, params: list[Param], values: list[Any]) -> 
             v = int(v)
         assignments.append(f"{p.name}={v}")
     return apply_overrides(default, assignments)
+
+
+def param_id(method: str, name: str) -> str:
+    """The elem id (and handler name) of the widget of ``method``'s config field ``name``."""
+    return f"param-{method}-{name}"
+
+
+def group_id(method: str) -> str:
+    """The elem id (and handler name) of the group holding ``method``'s parameter widgets."""
+    return f"params-{method}"
+
+
+def gen_id(name: str) -> str:
+    """The elem id (and handler name) of the Generate tab's widget of GenerationConfig field ``name``."""
+    return f"gen-{name}"

@@ -63,6 +63,19 @@ def fit_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
     return max(1, round(w * s)), max(1, round(h * s))
 
 
+def upload_image(background: Image.Image | np.ndarray) -> Image.Image:
+    """The RGB image of an editor's background (grey, RGB or RGBA array); a transparent upload is shown, and
+    edited, on white."""
+    arr = np.asarray(background)
+    if arr.ndim == 2:
+        return Image.fromarray(arr.astype(np.uint8)).convert("RGB")
+    if arr.shape[2] == 4:
+        rgba = Image.fromarray(arr.astype(np.uint8), "RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return Image.fromarray(arr[..., :3].astype(np.uint8))
+
+
 def set_image(session: Session, image: Image.Image, max_side: int = DEFAULT_MAX_SIDE) -> Session:
     """A new upload: keep it whole (never cropped), downscale if too large, forget mask and points."""
     fp = fingerprint(image)

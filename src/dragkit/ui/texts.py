@@ -1,0 +1,113 @@
+"""The status texts the web app shows (Markdown strings; pure functions, no Gradio).
+
+One place for every message of the Drag tab, so that the handlers only decide *which* message, and the words stay
+consistent: "**Error:** …" one-liners, "**Running** · …" progress, "**Done** …" with what the identity LoRA did.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from ..types import DragResult, ProgressEvent
+from . import session as ss
+
+START = "Upload an image to start."
+NO_IMAGE = ("No image yet. If you uploaded a file, it could not be read as an image: use PNG, JPEG, WebP, BMP or "
+            "TIFF.")
+QUEUED = "**Queued** · waiting for the device…"
+CANCELLED = "Cancelled."
+NOTHING_TO_CANCEL = "Nothing to cancel."
+GENERATING = "**Generating** · waiting for the device…"
+
+STAGES = {"lora": "identity LoRA", "inversion": "DDIM inversion", "optimization": "drag (latent optimisation)",
+          "denoising": "denoising"}
+LORA_CACHED = "identity LoRA reused from cache"
+LORA_TRAINED = "identity LoRA trained"
+NO_LORA = "no identity LoRA"
+GENERATED = "generated image: dragged from its saved latents, no identity LoRA, no inversion"
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its type name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def error(exc: BaseException) -> str:
+    """``exc`` as a one-line "**Error:** …" status."""
+    return f"**Error:** {first_line(exc)}"
+
+
+def warnings_note(warnings: Sequence[str]) -> str:
+    """The warnings as a paragraph to append to a status ("" when there are none)."""
+    return "\n\n**Warning:** " + "; ".join(warnings) if warnings else ""
+
+
+def points_status(sess: ss.Session) -> str:
+    """What the session holds and what the next click does, with mask warnings and the upload notice."""
+    if sess.image is None:
+        return START
+    w, h = sess.image.size
+    pairs = len(sess.points) // 2
+    parts = [f"Image {w}×{h}.", f"{pairs} drag{'s' if pairs != 1 else ''}."]
+    if sess.expecting == "target":
+        parts.append(f"Click the target of handle {pairs + 1}.")
+    else:
+        parts.append("Click a handle point." if not pairs else "Click another handle, or Run.")
+    parts.append("Editable region: painted." if sess.mask is not None else "Editable region: whole image.")
+    text = " ".join(parts)
+    warn = ss.mask_warnings(sess)
+    if warn:
+        text += warnings_note(warn) + " — it is held fixed; paint over it or erase the mask."
+    if sess.notice:
+        text += "\n\n**Note:** " + sess.notice
+    return text
+
+
+def starting(warnings: Sequence[str]) -> str:
+    """The status while an edit waits for its first progress event."""
+    return "**Running** · starting…" + warnings_note(warnings)
+
+
+def progress(ev: ProgressEvent, lora_cached: bool) -> str:
+    """The status for the latest progress event; ``lora_cached`` once the editor reported a cached identity LoRA."""
+    stage = STAGES.get(ev.stage, ev.stage)
+    if ev.cached:
+        return f"**Running** · **{stage}** reused from cache"
+    text = f"**Running** · **{stage}** — step {ev.step}/{ev.total}"
+    if ev.loss is not None:
+        text += f" · loss {ev.loss:.4g}"
+    if lora_cached:
+        text += " · " + LORA_CACHED
+    return text
+
+
+def lora_note(result: DragResult, requested: Any, generated: bool) -> str:
+    """What the edit did about the identity LoRA, as the editor reported it (``result.lora_cached`` and the config it
+    ran with, falling back to the ``requested`` config)."""
+    if generated:
+        return GENERATED
+    if result.lora_cached:
+        return LORA_CACHED
+    config = result.config if result.config is not None else requested
+    return LORA_TRAINED if getattr(config, "lora_steps", 0) > 0 else NO_LORA
+
+
+def done(result: DragResult, note: str, warnings: Sequence[str]) -> str:
+    """The status of a finished edit: time, LoRA ``note``, steps and where the handles ended."""
+    total = result.timings.get("total", 0)
+    handles = ", ".join(f"({x:.0f}, {y:.0f})" for x, y in result.final_handles)
+    return (f"**Done** in {total:.1f} s ({note}; {result.steps} drag steps). Final handles: {handles}."
+            + warnings_note(warnings))
+
+
+def generated(seconds: float, config: Any) -> str:
+    """The Generate tab's status after a generation."""
+    return (f"**Done** in {seconds:.1f} s ({config.width}×{config.height}, {config.scheduler}, seed {config.seed}). "
+            "**Drag this image** to edit it.")
+
+
+def exported(with_result: bool) -> str:
+    """The status after Export."""
+    return "Exported" + (" (with the result)" if with_result else " (not run yet: no result included)") + "."
+
