@@ -47,12 +47,13 @@ def validate(cfg: Any) -> None:
 
 # --- the drag methods -------------------------------------------------------------------------------------------------
 
-# Reasoning shared by both methods' layer choices (SD-1.5 UNet, 512² input, 64² latent):
-#   up_blocks[0] 1280 ch at 8², [1] 1280 ch at 16², [2] 640 ch at 32², [3] 320 ch at 64² (outputs).
-#   The supervision grid is half the image (256²); up_blocks[2]'s 32² output, bilinearly resized, is the reference's
-#   "feature index 3": semantic enough to track, fine enough to move by a pixel.
+# Reasoning shared by both methods' layer choices (SD-1.5 UNet, 512² input, 64² latent). Outputs of the decoder
+# blocks (after their upsamplers): up_blocks[0] 1280 ch at 16², [1] 1280 ch at 32², [2] 640 ch at 64², [3] 320 ch at
+# 64². The supervision grid is half the image (256²); up_blocks[2]'s output — the last block with cross-attention
+# that still upsamples, at latent resolution (1/8 of the image) — bilinearly resized, is the reference's "feature
+# index 3": semantic enough to track, fine enough to move by a pixel.
 FEATURE_BLOCK_HELP = ("F: output of unet.up_blocks[feature_block], resized to the supervision grid (reference "
-                      "\"feature index 3\" = up_blocks[2], SD-1.5: 640 ch at 1/16 of the image)")
+                      "\"feature index 3\" = up_blocks[2], SD-1.5: 640 ch at 1/8 of the image)")
 REFERENCE_BLOCKS_HELP = ("decoder up_blocks whose self-attention reads the source branch's K/V (reference: the last "
                          "decoder layers, up_blocks 2 and 3)")
 
