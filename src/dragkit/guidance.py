@@ -15,6 +15,12 @@ the conditional ones, as for real images.
 Batch layout of a guided evaluation of latents z (batch n): ``cat([z, z])`` with embeddings ``[uncond]·n + [cond]·n``,
 so a reference-attention pair [source, edited] becomes [uncond_src, uncond_edit, cond_src, cond_edit] — consecutive
 (source, edited) pairs, as :mod:`dragkit.reference_attention` expects (spec §0.7, "batch of four").
+
+SDXL conditions the UNet on more than the hidden states: the pooled embedding of its second text encoder and six
+size ids (original size, crop top-left, target size), passed as ``added_cond_kwargs``. :class:`TextConditioning`
+carries them beside the embeddings and lays them out in the same batch order, so every UNet call site
+(:meth:`TextConditioning.unet_kwargs`) is the same for both families; :meth:`dragkit.models.DiffusionModel.conditioning`
+is the one place that builds it.
 """
 
 from __future__ import annotations
@@ -48,6 +54,9 @@ class TextConditioning:
     cond: torch.Tensor  # 1×L×d, the prompt
     uncond: Optional[torch.Tensor] = None  # 1×L×d, the negative prompt ("" = null prompt); None = no CFG
     scale: float = 1.0  # s: guidance scale (reference default 7.5 for generation; real images 1.0)
+    pooled: Optional[torch.Tensor] = None  # SDXL: 1×P pooled embedding of the prompt (None for SD-1.5)
+    uncond_pooled: Optional[torch.Tensor] = None  # SDXL: 1×P pooled embedding of the negative prompt
+    time_ids: Optional[torch.Tensor] = None  # SDXL: 1×6 (original h, w, crop top, left, target h, w)
 
     @property
     def guided(self) -> bool:
@@ -61,6 +70,18 @@ class TextConditioning:
         """Encoder hidden states for ``n`` latents: [uncond]·n + [cond]·n when guided, else [cond]·n."""
         cond = self.cond.expand(n, -1, -1)
         return torch.cat([self.uncond.expand(n, -1, -1), cond]) if self.guided else cond
+
+    def unet_kwargs(self, n: int) -> dict:
+        """Keyword arguments of a UNet call on :meth:`latents` of ``n`` latents: the hidden states and, for SDXL, the
+        pooled embeddings and size ids as ``added_cond_kwargs`` in the same batch order."""
+        kwargs = {"encoder_hidden_states": self.embeddings(n)}
+        if self.time_ids is not None:
+            pooled = self.pooled.expand(n, -1)
+            if self.guided:
+                pooled = torch.cat([self.uncond_pooled.expand(n, -1), pooled])
+            kwargs["added_cond_kwargs"] = {"text_embeds": pooled,
+                                           "time_ids": self.time_ids.expand(pooled.shape[0], -1)}
+        return kwargs
 
     def output(self, raw: torch.Tensor) -> torch.Tensor:
         """The UNet's raw output of :meth:`latents` → one prediction per latent (CFG-combined when guided)."""

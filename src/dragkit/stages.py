@@ -136,7 +136,7 @@ def generation_conditioning(model: DiffusionModel, config) -> TextConditioning:
 def unet_eps(model: DiffusionModel, z: torch.Tensor, t: int, text: TextConditioning) -> torch.Tensor:
     """UNet output for latents ``z`` (any batch) at integer timestep ``t``, as float32: one prediction per latent,
     CFG-combined when ``text`` is guided."""
-    out = model.unet(text.latents(z).to(model.dtype), t, encoder_hidden_states=text.embeddings(z.shape[0])).sample
+    out = model.unet(text.latents(z).to(model.dtype), t, **text.unet_kwargs(z.shape[0])).sample
     return text.output(out.float())
 
 
