@@ -28,8 +28,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from dragkit.config import GenerationConfig, apply_overrides  # noqa: E402
-from dragkit.editor import DragEditor, default_config, method_names  # noqa: E402
+from dragkit.config import GenerationConfig, apply_overrides, default_config, method_names  # noqa: E402
+from dragkit.editor import DragEditor  # noqa: E402
 from dragkit.models import DiffusionModel, select_device, select_dtype  # noqa: E402
 from dragkit.types import DragRequest, ProgressEvent  # noqa: E402
 
@@ -88,6 +88,7 @@ def build_sd15_random(device, dtype) -> DiffusionModel:
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from dragkit.testing import build_tiny_pipeline
+    from dragkit.tokenizer import VOCAB_SIZE
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8,
@@ -95,9 +96,9 @@ def build_sd15_random(device, dtype) -> DiffusionModel:
     vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
                         scaling_factor=0.18215)
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=514, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                                        num_attention_heads=12, max_position_embeddings=77, bos_token_id=512,
-                                        eos_token_id=513, pad_token_id=513))
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=VOCAB_SIZE, hidden_size=768, intermediate_size=3072,
+                                        num_hidden_layers=12, num_attention_heads=12, max_position_embeddings=77,
+                                        bos_token_id=512, eos_token_id=513, pad_token_id=513))
     pipe = build_tiny_pipeline()
     pipe.unet, pipe.vae, pipe.text_encoder = unet, vae, text
     pipe.to(device, dtype)

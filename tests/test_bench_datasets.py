@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dragkit.datasets import iter_samples, read_drag100_sample, read_sample, resize_request, sample_ids
-from dragkit.io import read_dragbench_sample
+from dragkit.datasets import (iter_samples, read_drag100_sample, read_dragbench_sample, read_sample, resize_request,
+                              sample_ids)
 from dragkit.types import DragError, DragRequest
-
 
 
 def test_dragbench_reads_every_sample_with_category_and_id(dragbench_dir):

@@ -176,9 +176,9 @@ def test_runner_writes_every_file_resumes_and_refuses_another_config(tasks, tmp_
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 8
 
     changed = bench.build_variants(["dragdiffusion"], ["latent_lr=0.5"])
-    with pytest.raises(DragError, match="different config"):
+    with pytest.raises(DragError, match="different 'dragdiffusion' in variants"):
         bench.run_shapes_benchmark(lambda: editor, changed, more, tmp_path, seed=0, model="m")
-    with pytest.raises(DragError, match="--seed"):
+    with pytest.raises(DragError, match="different seed"):
         bench.run_shapes_benchmark(lambda: editor, variants, more, tmp_path, seed=1, model="m")
 
 

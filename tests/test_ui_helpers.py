@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from dragkit.config import DragDiffusionConfig
-from dragkit.io import RestrictedUnpickler
+from dragkit.datasets import RestrictedUnpickler
 from dragkit.types import DragError, DragRequest, DragResult
 from dragkit.ui import drawing, exchange, params
 from dragkit.ui import session as ss

@@ -6,7 +6,7 @@ Public names are imported lazily so that ``import dragkit.cli`` stays light unti
 from importlib import import_module
 
 _EXPORTS = {
-    "DEFAULT_MODEL": ".models",
+    "DEFAULT_MODEL": ".hub",
     "DiffusionModel": ".models",
     "ModelLoadError": ".models",
     "DragDiffusionConfig": ".config",

@@ -1,8 +1,8 @@
 """Benchmark datasets in their published formats, read into the core's :class:`DragRequest`.
 
 - **DragBench** (DragDiffusion): ``<root>/<category>/<sample>/original_image.png`` + ``meta_data.pkl``
-  {prompt, points [[x, y], …] alternating handle/target, mask H×W 0/1 (1 = editable)}; the pickle is read with the
-  restricted unpickler of :mod:`dragkit.io` (numpy arrays and builtins only).
+  {prompt, points [[x, y], …] alternating handle/target, mask H×W 0/1 (1 = editable)}; the pickle is read with a
+  restricted unpickler (numpy arrays and builtins only: a pickle that would run code is refused).
 - **Drag100** (GoodDrag): ``<root>/<sample>/original.jpg``, ``mask.png`` (0/255, 255 = editable),
   ``points.json`` {"points": [[x, y], …]} alternating handle/target; no prompt (GoodDrag uses "").
 
@@ -11,15 +11,15 @@ A sample's id is its path relative to the dataset root (``animals/JH_2023-09-14-
 
 from __future__ import annotations
 
-import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 from PIL import Image
 
-from .io import load_image, load_mask, pairs_from_alternating, read_dragbench_sample
+from .io import load_image, load_json, load_mask
 from .types import DragError, DragRequest
 
 
@@ -34,28 +34,82 @@ class BenchSample:
     image_path: Path
 
 
+# --- restricted pickle (DragBench meta_data.pkl) ---------------------------------------------------------------------
+
+_SAFE_BUILTINS = {"dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "str", "bytes",
+                  "bytearray", "bool", "slice", "range"}
+_SAFE_NUMPY = {
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Admits numpy arrays/dtypes/scalars and plain builtin containers; any other global is refused."""
+
+    def find_class(self, module: str, name: str):
+        if module == "builtins" and name in _SAFE_BUILTINS:
+            return super().find_class(module, name)
+        if (module, name) in _SAFE_NUMPY:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays and builtins are allowed")
+
+
+def safe_pickle_load(path: str | Path) -> Any:
+    try:
+        with open(path, "rb") as fh:
+            return RestrictedUnpickler(fh).load()
+    except FileNotFoundError:
+        raise DragError(f"not found: {path}") from None
+    except pickle.UnpicklingError as exc:
+        raise DragError(f"{path}: {exc}") from None
+    except Exception as exc:
+        raise DragError(f"{path}: not a readable pickle ({type(exc).__name__})") from None
+
+
+# --- the two readers -------------------------------------------------------------------------------------------------
+
+def pairs_from_alternating(points: Any, source: str) -> tuple[list, list]:
+    """[h, t, h, t, …] → (handles, targets); an odd count or a point that is not [x, y] is an error naming
+    ``source``."""
+    try:
+        pts = [tuple(map(float, p)) for p in points]
+    except (TypeError, ValueError):
+        raise DragError(f"{source}: points must be [x, y] pairs") from None
+    if len(pts) % 2:
+        raise DragError(f"{source}: odd number of points ({len(pts)}); points alternate handle, target")
+    return pts[0::2], pts[1::2]
+
+
+def read_dragbench_sample(sample_dir: str | Path) -> DragRequest:
+    """A DragBench sample folder: original_image.png + meta_data.pkl {prompt, points [[x,y]…], mask (1 = editable)}."""
+    sample_dir = Path(sample_dir)
+    meta = safe_pickle_load(sample_dir / "meta_data.pkl")
+    if not isinstance(meta, dict) or "points" not in meta:
+        raise DragError(f"{sample_dir}/meta_data.pkl: expected a dict with 'points'")
+    handles, targets = pairs_from_alternating(meta["points"], str(sample_dir))
+    mask = meta.get("mask")
+    mask = None if mask is None or not np.any(np.asarray(mask)) else (np.asarray(mask) > 0).astype(np.uint8)
+    return DragRequest(load_image(sample_dir / "original_image.png"), handles, targets, mask,
+                       str(meta.get("prompt", "")))
+
+
 def read_drag100_sample(sample_dir: str | Path) -> DragRequest:
     """A Drag100 sample folder: original.jpg + mask.png (0/255) + points.json {"points": [...]}; empty prompt."""
     sample_dir = Path(sample_dir)
     points_file = sample_dir / "points.json"
-    try:
-        data = json.loads(points_file.read_text())
-    except FileNotFoundError:
-        raise DragError(f"not found: {points_file}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise DragError(f"{points_file}: not valid JSON") from None
+    data = load_json(points_file)
     if not isinstance(data, dict) or not isinstance(data.get("points"), list):
         raise DragError(f"{points_file}: expected {{\"points\": [[x, y], ...]}}")
-    try:
-        handles, targets = pairs_from_alternating(data["points"], str(points_file))
-    except DragError:
-        raise
-    except (TypeError, ValueError):
-        raise DragError(f"{points_file}: points must be [x, y] pairs") from None
+    handles, targets = pairs_from_alternating(data["points"], str(points_file))
     mask_file = sample_dir / "mask.png"
     mask = load_mask(mask_file) if mask_file.exists() else None
     return DragRequest(load_image(sample_dir / "original.jpg"), handles, targets, mask, "")
 
+
+# --- datasets --------------------------------------------------------------------------------------------------------
 
 def _dragbench_dirs(root: Path) -> list[Path]:
     return sorted(p.parent for p in root.glob("*/*/meta_data.pkl"))

@@ -19,7 +19,8 @@ from .freeu import freeu
 from .generation import Generation, generate
 from .io import image_bytes
 from .lora import LoraCache, frozen_lora, train_identity_lora
-from .models import DEFAULT_MODEL, DiffusionModel
+from .hub import DEFAULT_MODEL
+from .models import DiffusionModel
 from .types import DragError, DragRequest, DragResult, ProgressCallback, ProgressEvent
 
 logger = logging.getLogger(__name__)

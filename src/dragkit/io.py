@@ -1,47 +1,72 @@
-"""Reading user input (images, masks, request JSON, benchmark samples) with one-line errors, and atomic writes."""
+"""Reading user input (images, masks, JSON, request JSON) with one-line errors, and atomic writes.
+
+Benchmark samples (DragBench, Drag100) are read by :mod:`dragkit.datasets`."""
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
-import pickle
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .types import DragError, DragRequest
 
+T = TypeVar("T")
 
-def load_image(path: str | Path) -> Image.Image:
-    """RGB image from a file (EXIF orientation applied), or a :class:`DragError` naming the file."""
+
+def _read_image_file(path: str | Path, noun: str, what: str, read: Callable[[Image.Image], T]) -> T:
+    """``read(image)`` of an image file, or a :class:`DragError` naming the file (``noun`` not found / cannot be read
+    as ``what``)."""
     path = Path(path)
     if not path.is_file():
-        raise DragError(f"image not found: {path}")
+        raise DragError(f"{noun} not found: {path}")
     try:
         with Image.open(path) as im:
             im.load()
-            return ImageOps.exif_transpose(im).convert("RGB")
+            return read(im)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DragError(f"cannot read {path} as an image ({type(exc).__name__})") from None
+        raise DragError(f"cannot read {path} as {what} ({type(exc).__name__})") from None
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """RGB image from a file (EXIF orientation applied), or a :class:`DragError` naming the file."""
+    return _read_image_file(path, "image", "an image", lambda im: ImageOps.exif_transpose(im).convert("RGB"))
+
+
+def _mask_band(im: Image.Image) -> np.ndarray:
+    band = im.getchannel("A") if im.mode in ("RGBA", "LA") else im.convert("L")
+    return (np.asarray(band) > 0).astype(np.uint8)
 
 
 def load_mask(path: str | Path) -> np.ndarray:
     """Editable-region mask from an image file: H×W uint8, 1 where the pixel is nonzero (alpha used if present)."""
+    return _read_image_file(path, "mask", "a mask image", _mask_band)
+
+
+def load_json(path: str | Path, noun: str = "") -> Any:
+    """The JSON value of a file, or a :class:`DragError` naming it (``noun``: what the file is, for the message)."""
     path = Path(path)
-    if not path.is_file():
-        raise DragError(f"mask not found: {path}")
     try:
-        with Image.open(path) as im:
-            im.load()
-            band = im.getchannel("A") if im.mode in ("RGBA", "LA") else im.convert("L")
-            return (np.asarray(band) > 0).astype(np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DragError(f"cannot read {path} as a mask image ({type(exc).__name__})") from None
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DragError(f"{noun + ' ' if noun else ''}not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DragError(f"{path}: not valid JSON ({exc.__class__.__name__})") from None
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
 
 
 def parse_drag(text: str) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -98,73 +123,12 @@ def request_from_json(data: dict[str, Any], base_dir: str | Path = ".") -> tuple
 
 def read_request_file(path: str | Path) -> tuple[DragRequest, str, Optional[str]]:
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DragError(f"request file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DragError(f"{path}: not valid JSON ({exc.__class__.__name__})") from None
+    data = load_json(path, "request file")
     data = data.get("request", data) if isinstance(data, dict) else data
     return request_from_json(data, path.parent)
 
 
-# --- restricted pickle (DragBench meta_data.pkl) ----------------------------------------------------------------------
-
-_SAFE_BUILTINS = {"dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "str", "bytes",
-                  "bytearray", "bool", "slice", "range"}
-_SAFE_NUMPY = {
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-}
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Admits numpy arrays/dtypes/scalars and plain builtin containers; any other global is refused."""
-
-    def find_class(self, module: str, name: str):
-        if module == "builtins" and name in _SAFE_BUILTINS:
-            return super().find_class(module, name)
-        if (module, name) in _SAFE_NUMPY:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays and builtins are allowed")
-
-
-def safe_pickle_load(path: str | Path) -> Any:
-    try:
-        with open(path, "rb") as fh:
-            return RestrictedUnpickler(fh).load()
-    except FileNotFoundError:
-        raise DragError(f"not found: {path}") from None
-    except pickle.UnpicklingError as exc:
-        raise DragError(f"{path}: {exc}") from None
-    except Exception as exc:
-        raise DragError(f"{path}: not a readable pickle ({type(exc).__name__})") from None
-
-
-def pairs_from_alternating(points: Any, source: str) -> tuple[list, list]:
-    """[h, t, h, t, …] → (handles, targets); an odd count is an error naming ``source``."""
-    pts = [tuple(map(float, p)) for p in points]
-    if len(pts) % 2:
-        raise DragError(f"{source}: odd number of points ({len(pts)}); points alternate handle, target")
-    return pts[0::2], pts[1::2]
-
-
-def read_dragbench_sample(sample_dir: str | Path) -> DragRequest:
-    """A DragBench sample folder: original_image.png + meta_data.pkl {prompt, points [[x,y]…], mask (1 = editable)}."""
-    sample_dir = Path(sample_dir)
-    meta = safe_pickle_load(sample_dir / "meta_data.pkl")
-    if not isinstance(meta, dict) or "points" not in meta:
-        raise DragError(f"{sample_dir}/meta_data.pkl: expected a dict with 'points'")
-    handles, targets = pairs_from_alternating(meta["points"], str(sample_dir))
-    mask = meta.get("mask")
-    mask = None if mask is None or not np.any(np.asarray(mask)) else (np.asarray(mask) > 0).astype(np.uint8)
-    return DragRequest(load_image(sample_dir / "original_image.png"), handles, targets, mask,
-                       str(meta.get("prompt", "")))
-
-
-# --- atomic output ----------------------------------------------------------------------------------------------------
+# --- atomic output ---------------------------------------------------------------------------------------------------
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -198,3 +162,6 @@ def image_bytes(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()
+
+
+# The DragBench reader moved to :mod:`dragkit.datasets`; these names still resolve here for older importers.

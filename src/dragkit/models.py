@@ -7,7 +7,6 @@ config folder when offline). Pickle-based checkpoints run code when loaded and a
 from __future__ import annotations
 
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +16,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .errors import first_line
+from .hub import DEFAULT_MODEL, offline
 from .types import DragError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
@@ -141,10 +141,6 @@ class DiffusionModel:
         return (x.float() / 2 + 0.5).clamp(0, 1)
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
-
-
 def load_pipeline(model: str, *, torch_dtype: torch.dtype = torch.float32, vae: Optional[str] = None,
                   config: Optional[str] = None, allow_pickle: bool = False):
     """A ``StableDiffusionPipeline`` from a local folder, a single file, or the Hub, with clear one-line errors."""
@@ -167,7 +163,7 @@ def load_pipeline(model: str, *, torch_dtype: torch.dtype = torch.float32, vae: 
                 hint = ("; a single-file checkpoint needs its diffusers configs: pass --model-config DIR "
                         "(a local diffusers folder of the same architecture, e.g. SD-1.5)")
             pipe = StableDiffusionPipeline.from_single_file(
-                str(path), local_files_only=_offline() or bool(config), **single)
+                str(path), local_files_only=offline() or bool(config), **single)
             hint = ""
         elif HUB_ID.match(model) and not model.startswith((".", "/", "~")):
             pipe = _from_hub(model, kwargs)
@@ -187,8 +183,7 @@ def load_pipeline(model: str, *, torch_dtype: torch.dtype = torch.float32, vae: 
     except ModelLoadError:
         raise
     except Exception as exc:  # diffusers/transformers raise many kinds; the user needs one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"could not load model {model!r}: {first}{hint}") from exc
+        raise ModelLoadError(f"could not load model {model!r}: {first_line(exc)}{hint}") from exc
     return pipe
 
 
@@ -209,8 +204,7 @@ def load_style_lora(pipe, path: str, scale: float = 1.0, allow_pickle: bool = Fa
         pipe.load_lora_weights(str(file), adapter_name=STYLE_ADAPTER)
         pipe.set_adapters([STYLE_ADAPTER], adapter_weights=[scale])
     except Exception as exc:  # diffusers/peft raise many kinds; the user needs one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"could not load style LoRA {path!r}: {first}") from exc
+        raise ModelLoadError(f"could not load style LoRA {path!r}: {first_line(exc)}") from exc
     digest = hashlib.sha256(file.read_bytes()).hexdigest()
     logger.info("style LoRA %s (sha256 %s…) at scale %g", file, digest[:12], scale)
     return {"path": str(file), "sha256": digest, "scale": float(scale)}
@@ -235,9 +229,9 @@ def _from_hub(model_id: str, kwargs: dict, cls=None):
         return cls.from_pretrained(model_id, local_files_only=True, **kwargs)
     except Exception:
         pass
-    hint = (f"cannot fetch {model_id!r} from the Hugging Face Hub{' (HF_HUB_OFFLINE is set)' if _offline() else ''}; "
+    hint = (f"cannot fetch {model_id!r} from the Hugging Face Hub{' (HF_HUB_OFFLINE is set)' if offline() else ''}; "
             "download it once, or pass a local diffusers folder or a .safetensors file with --model PATH")
-    if _offline():
+    if offline():
         raise ModelLoadError(hint)
     try:
         from huggingface_hub import model_info

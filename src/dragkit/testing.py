@@ -1,48 +1,24 @@
 """Tiny, randomly initialised Stable-Diffusion-topology models built offline, for tests, demos and CPU benchmarks.
 
 Same block layout as SD 1.5 (4 down / 4 up blocks, cross-attention in the first three down and last three up blocks,
-16 transformer blocks) with tiny widths, a byte-level CLIP tokenizer and a 2-layer CLIP text encoder. Saved as a
-regular diffusers folder, so everything (CLI, UI, benchmark) loads it through the real loading code.
+16 transformer blocks) with tiny widths, the byte-level CLIP tokenizer of :mod:`dragkit.tokenizer` and a 2-layer CLIP
+text encoder. Saved as a regular diffusers folder, so everything (CLI, UI, benchmark) loads it through the real loading
+code.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP byte → printable-unicode table (the standard byte-level BPE alphabet)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
-    table, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
-
-
-def _byte_tokenizer_files(directory: Path) -> None:
-    symbols = list(_bytes_to_unicode().values())
-    vocab = {s: i for i, s in enumerate(symbols)}
-    vocab.update({s + "</w>": i + len(symbols) for i, s in enumerate(symbols)})
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "vocab.json").write_text(json.dumps(vocab))
-    (directory / "merges.txt").write_text("#version: 0.2\n")
+from .tokenizer import VOCAB_SIZE, byte_tokenizer
 
 
 def build_tiny_pipeline(seed: int = 0, width: int = 16, text_dim: int = 16, sample_size: int = 16):
     """A random StableDiffusionPipeline with SD-1.5 topology and tiny widths (~0.3 M UNet parameters)."""
-    import tempfile
-
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
@@ -57,12 +33,9 @@ def build_tiny_pipeline(seed: int = 0, width: int = 16, text_dim: int = 16, samp
         norm_num_groups=8, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
     )
     text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=514, hidden_size=text_dim, intermediate_size=2 * text_dim, num_hidden_layers=2,
+        vocab_size=VOCAB_SIZE, hidden_size=text_dim, intermediate_size=2 * text_dim, num_hidden_layers=2,
         num_attention_heads=2, max_position_embeddings=77, bos_token_id=512, eos_token_id=513, pad_token_id=513))
-    with tempfile.TemporaryDirectory() as tmp:
-        _byte_tokenizer_files(Path(tmp))
-        tokenizer = CLIPTokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"),
-                                  pad_token="<|endoftext|>", model_max_length=77)
+    tokenizer = byte_tokenizer()
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
                               set_alpha_to_one=False, steps_offset=1)
     return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,

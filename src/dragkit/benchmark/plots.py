@@ -8,7 +8,8 @@ from typing import Optional
 from ..io import atomic_path
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only, no display); ImportError without matplotlib."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -17,7 +18,8 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def save_png(fig, path: Path) -> Path:
+    """Write ``fig`` as a PNG at ``path``, atomically."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     return path
@@ -29,7 +31,7 @@ def md_vs_if(reports: list[dict], path: Path) -> Optional[Path]:
               if r["overall"].get("md") is not None and r["overall"].get("if") is not None]
     if not points:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4))
     try:
         for label, md, fid in points:
@@ -40,7 +42,7 @@ def md_vs_if(reports: list[dict], path: Path) -> Optional[Path]:
         ax.set_title("better: upper left")
         ax.ticklabel_format(useOffset=False)
         ax.grid(alpha=0.3)
-        return _save(fig, path)
+        return save_png(fig, path)
     finally:
         plt.close(fig)
 
@@ -50,7 +52,7 @@ def category_bars(reports: list[dict], metric: str, path: Path) -> Optional[Path
     categories = sorted({c for r in reports for c, v in r["per_category"].items() if v.get(metric) is not None})
     if not categories:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     width = 0.8 / len(reports)
     fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(categories) + 2), 4))
     try:
@@ -64,6 +66,6 @@ def category_bars(reports: list[dict], metric: str, path: Path) -> Optional[Path
         ax.set_ylabel(metric)
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
-        return _save(fig, path)
+        return save_png(fig, path)
     finally:
         plt.close(fig)

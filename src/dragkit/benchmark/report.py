@@ -20,7 +20,8 @@ from PIL import Image
 
 from ..io import atomic_path, load_image, save_json_atomic
 from ..types import DragError
-from .runner import ERROR, RESULT, RUN_META
+from .rundir import RUN_META
+from .runner import ERROR, RESULT
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +178,8 @@ def metric_columns(reports: list[dict]) -> list[str]:
     return [k for k in order if k in keys] + rest
 
 
-def _fmt(value) -> str:
+def format_value(value) -> str:
+    """A table cell: 4 significant digits for floats, "–" for a missing value."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
@@ -189,11 +191,12 @@ def to_markdown(reports: list[dict]) -> str:
     sep = "|" + "---|" * (4 + len(cols))
     lines = ["# Benchmark report", "",
              "MD: Mean Distance (px, ↓, DIFT, over all point pairs) · IF: 1 − LPIPS-Alex (↑) · "
-             "dai_γ: Dragging Accuracy Index (↓) · gscore_like: GScore-like judge (1–10, ↑).", "", "## Overall", "", head, sep]
+             "dai_γ: Dragging Accuracy Index (↓) · gscore_like: GScore-like judge (1–10, ↑).", "", "## Overall", "",
+             head, sep]
     for r in reports:
         o = r["overall"]
         lines.append(f"| {r['label']} | {r['method']} | {o['samples']} | {o.get('pairs', '–')} | "
-                     + " | ".join(_fmt(o.get(c)) for c in cols) + " |")
+                     + " | ".join(format_value(o.get(c)) for c in cols) + " |")
     failed = [(r["label"], r["failed"]) for r in reports if r["failed"]]
     for label, ids in failed:
         lines += ["", f"{label}: {len(ids)} failed sample(s) not counted: {', '.join(ids)}"]
@@ -203,7 +206,7 @@ def to_markdown(reports: list[dict]) -> str:
                   "| category | " + " | ".join(r["label"] for r in reports) + " |",
                   "|" + "---|" * (1 + len(reports))]
         for cat in categories:
-            lines.append(f"| {cat} | " + " | ".join(_fmt(r["per_category"].get(cat, {}).get(c_metric))
+            lines.append(f"| {cat} | " + " | ".join(format_value(r["per_category"].get(cat, {}).get(c_metric))
                                                    for r in reports) + " |")
     return "\n".join(lines) + "\n"
 

@@ -8,7 +8,6 @@ command resumes; a different configuration into the same RUN_DIR is refused.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -17,13 +16,15 @@ from typing import Callable, Optional
 
 from ..config import config_to_dict
 from ..datasets import BenchSample, read_sample, resize_request, sample_ids
+from ..errors import first_line
 from ..io import edit_record, save_image_atomic, save_json_atomic
 from ..metrics.dai import GAMMAS, dai_all
 from ..types import DragError, DragRequest, EditCancelled
+from .rundir import check_run_dir, write_run_meta
 
 logger = logging.getLogger(__name__)
 
-RESULT, ERROR, RUN_META = "result.json", "error.json", "run.json"
+RESULT, ERROR = "result.json", "error.json"
 
 
 @dataclass
@@ -60,16 +61,10 @@ def run_meta(dataset: str, data_dir: str | Path, config, model: str, seed: int, 
             "dai": "official" if dai_official else "mean"}
 
 
-def check_run_dir(out_dir: Path, meta: dict) -> None:
-    """Write ``run.json``, or refuse when RUN_DIR already holds a run with other settings."""
-    path = out_dir / RUN_META
-    if path.exists():
-        old = json.loads(path.read_text())
-        keys = [k for k in ("dataset", "method", "config", "model", "seed", "resize", "dai") if old.get(k) != meta[k]]
-        if keys:
-            raise DragError(f"{out_dir} holds a run with different {', '.join(keys)}; use another --out")
-        return
-    save_json_atomic(meta, path)
+def check_run(out_dir: str | Path, meta: dict) -> dict:
+    """``run.json`` of RUN_DIR with this run (:func:`run_meta`), or a :class:`DragError` when RUN_DIR already holds a
+    run with other settings (any but where the data lies). Nothing is written."""
+    return check_run_dir(out_dir, meta, unchecked=("data",))
 
 
 def is_finished(sample_dir: Path) -> bool:
@@ -108,7 +103,7 @@ def run_benchmark(editor, config, dataset: str, data_dir: str | Path, out_dir: s
     """
     out_dir = Path(out_dir)
     ids = select_ids(sample_ids(dataset, data_dir), limit, shard)
-    check_run_dir(out_dir, run_meta(dataset, data_dir, config, model, seed, resize, dai_official))
+    write_run_meta(out_dir, check_run(out_dir, run_meta(dataset, data_dir, config, model, seed, resize, dai_official)))
     summary = RunSummary()
     for sid in ids:
         sample_dir = out_dir / sid
@@ -126,8 +121,7 @@ def run_benchmark(editor, config, dataset: str, data_dir: str | Path, out_dir: s
             except (KeyboardInterrupt, EditCancelled):
                 raise
             except Exception as exc:  # a failing sample is recorded and the run continues
-                message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                message = f"{type(exc).__name__}: {message}" if not isinstance(exc, DragError) else message
+                message = first_line(exc, with_type=True)
                 logger.warning("%s failed: %s", sid, message)
                 logger.debug("traceback", exc_info=True)
                 save_json_atomic({"status": "failed", "sample_id": sid, "error": message}, sample_dir / ERROR)

@@ -1,28 +1,22 @@
 """``dragkit`` command line: a thin layer over the library. Each sub-command lives in its own module exposing
-``add_parser(subparsers)``; errors the user can fix are one line on stderr and a non-zero exit."""
+``add_parser(subparsers)``; errors the user can fix are one line on stderr and a non-zero exit.
+
+Importing this package changes nothing global and loads no model library (torch, diffusers): ``dragkit --help`` and
+every ``dragkit COMMAND --help`` stay light; a command's ``run`` imports what it needs. :func:`main` quiets the
+third-party libraries before running a command.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
+import warnings
 
-
-def _quiet_libraries() -> None:
-    """Keep third-party chatter (torchvision fallbacks, deprecations, load bars) off the user's terminal."""
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    import warnings
-
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*torchvision.*")
-
-
-_quiet_libraries()
-
-from ..types import DragError, EditCancelled  # noqa: E402
+from ..errors import first_line
+from ..types import DragError, EditCancelled
 
 # Sub-command modules, in help order. Each defines add_parser(subparsers) that sets ``func`` on its parser.
 COMMANDS = ["generate", "edit", "bench", "ui", "shapes"]
@@ -32,8 +26,6 @@ EXIT_FAILURE = 1  # anything unexpected
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import importlib
-
     parser = argparse.ArgumentParser(prog="dragkit", description="Point-based (drag) image editing with diffusion.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens (to stderr)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -43,21 +35,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+def quiet_libraries(verbose: bool = False) -> None:
+    """Keep third-party chatter (torchvision fallbacks, deprecations, load bars) off the user's terminal; with
+    ``verbose``, log dragkit's steps at INFO."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    if not args.verbose:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*torchvision.*")
+    if not verbose:
         from diffusers.utils import logging as dlog
         from transformers.utils import logging as tlog
 
         dlog.disable_progress_bar()
         tlog.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    quiet_libraries(args.verbose)
     try:
         return int(args.func(args) or 0)
     except DragError as exc:
-        print(f"dragkit: error: {exc}", file=sys.stderr)
+        print(f"dragkit: error: {first_line(exc)}", file=sys.stderr)
         return EXIT_INPUT
     except EditCancelled:
         print("dragkit: cancelled", file=sys.stderr)

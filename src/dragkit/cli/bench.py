@@ -45,7 +45,7 @@ def _add_dataset_runner(sub, dataset: str, title: str) -> None:
 
 def _add_report(sub) -> None:
     from ..benchmark.report import DEFAULT_METRICS, METRICS
-    from ..metrics.mean_distance import DIFT_MODEL
+    from ..hub import DIFT_MODEL
 
     p = sub.add_parser("report", help="metrics of finished runs, side by side",
                        description="Evaluate runs and write report.md, report.csv, report.json and PNG plots.")
@@ -72,8 +72,8 @@ def _add_shapes(sub) -> None:
     from ..shapes.bench import METHODS
 
     p = sub.add_parser("shapes", help="move-this-object tasks with ground truth, on the toy shapes model",
-                       description="Seeded tasks 'move this object by this offset' on procedural scenes; measures drag "
-                                   "error, background PSNR and shape IoU against the exact ground truth. Writes "
+                       description="Seeded tasks 'move this object by this offset' on procedural scenes; measures "
+                                   "drag error, background PSNR and shape IoU against the exact ground truth. Writes "
                                    "DIR/summary.json, results.jsonl, table.md, table.csv, plot.png and the edited "
                                    "images; re-running resumes. The identity row (no edit) is always included.")
     p.add_argument("--method", dest="methods", action="append", choices=METHODS, default=None,
@@ -129,7 +129,7 @@ class _SampleBar:
 
 
 def run_dataset(args: argparse.Namespace) -> int:
-    from ..benchmark.runner import check_run_dir, parse_shard, run_benchmark, run_meta, select_ids
+    from ..benchmark.runner import check_run, parse_shard, run_benchmark, run_meta, select_ids
     from ..datasets import sample_ids
 
     config = build_config(args)
@@ -137,8 +137,8 @@ def run_dataset(args: argparse.Namespace) -> int:
     ids = select_ids(sample_ids(args.dataset, args.data), args.limit, shard)
     out = Path(args.out)
     cache = Path(args.lora_cache) if args.lora_cache else out.resolve().parent / "lora_cache"
-    check_run_dir(out, run_meta(args.dataset, args.data, config, args.model, args.seed, args.resize,
-                                not args.dai_plain))  # before loading the model: a mismatch fails at once
+    check_run(out, run_meta(args.dataset, args.data, config, args.model, args.seed, args.resize,
+                            not args.dai_plain))  # before loading the model: a mismatch fails at once
     editor = load_editor(args, lora_cache_dir=str(cache))
     bar = _SampleBar(len(ids), enabled=not args.no_progress)
     try:

@@ -6,18 +6,10 @@ import argparse
 import sys
 from typing import Optional
 
-from ..config import apply_overrides
-from ..editor import default_config, method_names
-from ..models import DEFAULT_MODEL
+from ..config import apply_overrides, default_config, method_names
+from ..hub import DEFAULT_MODEL
+from ..io import positive_int  # noqa: F401  (the sub-commands' argparse type)
 from ..types import ProgressEvent
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
 
 
 def add_model_options(parser: argparse.ArgumentParser, default_model: Optional[str] = DEFAULT_MODEL,
@@ -40,19 +32,44 @@ def add_model_options(parser: argparse.ArgumentParser, default_model: Optional[s
 
 def add_method_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("method")
-    g.add_argument("--method", default="dragdiffusion", choices=method_names(), help="drag method (default: %(default)s)")
+    g.add_argument("--method", default="dragdiffusion", choices=method_names(),
+                   help="drag method (default: %(default)s)")
     g.add_argument("--lora-steps", type=int, default=None, help="identity-LoRA steps (0 skips LoRA)")
     g.add_argument("--seed", type=int, default=0, help="seed of the LoRA noise (default: %(default)s)")
     g.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override any config field by name, e.g. --set latent_lr=0.02 (repeatable)")
+                   help="override any config field by name, e.g. --set latent_lr=0.02 (repeatable; --fields lists "
+                        "them)")
+    g.add_argument("--fields", action=ListFields, help="list every method's config fields (default, help) and exit")
+
+
+class ListFields(argparse.Action):
+    """``--fields``: each method's config fields with their paper defaults and help (from the fields' metadata)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import dataclasses
+
+        from ..config import METHODS, field_help
+
+        for method, cls in METHODS.items():
+            print(f"{method}:")
+            defaults, helps = cls(), field_help(cls)
+            for f in dataclasses.fields(cls):
+                print(f"  {f.name} = {getattr(defaults, f.name)!r}  # {helps[f.name]}")
+        parser.exit()
+
+
+def config_assignments(args: argparse.Namespace) -> list[str]:
+    """The FIELD=VALUE assignments of the method options: ``--lora-steps N`` first, then every ``--set``."""
+    lora = [f"lora_steps={args.lora_steps}"] if args.lora_steps is not None else []
+    return lora + list(args.overrides)
 
 
 def build_config(args: argparse.Namespace, method: Optional[str] = None):
-    config = default_config(method or args.method)
-    overrides = list(args.overrides)
-    if args.lora_steps is not None:
-        overrides.insert(0, f"lora_steps={args.lora_steps}")
-    return apply_overrides(config, overrides) if overrides else config
+    """The config of ``method`` (default: ``--method``): its paper defaults with the method options applied."""
+    return apply_overrides(default_config(method or args.method), config_assignments(args))
 
 
 def load_editor(args: argparse.Namespace, lora_cache_dir: Optional[str] = None):

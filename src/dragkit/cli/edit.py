@@ -10,8 +10,8 @@ from pathlib import Path
 
 from ..animation import save_animation
 from ..config import config_fields
-from ..io import (edit_record, load_image, load_mask, parse_drag, read_dragbench_sample, read_request_file,
-                  save_image_atomic, save_json_atomic)
+from ..datasets import read_dragbench_sample
+from ..io import edit_record, load_image, load_mask, parse_drag, read_request_file, save_image_atomic, save_json_atomic
 from ..types import DragError, DragRequest
 from .common import ProgressBars, add_method_options, add_model_options, build_config, load_editor
 
@@ -28,7 +28,8 @@ def add_parser(sub) -> None:
                      help="a handle and its target in image pixels (repeatable)")
     src.add_argument("--mask", help="editable region (nonzero / opaque = may change); default: whole image")
     src.add_argument("--prompt", default=None, help="text prompt (default: empty, or the sample's)")
-    src.add_argument("--dragbench", metavar="SAMPLE_DIR", help="a DragBench sample folder (original_image.png + meta_data.pkl)")
+    src.add_argument("--dragbench", metavar="SAMPLE_DIR",
+                     help="a DragBench sample folder (original_image.png + meta_data.pkl)")
     src.add_argument("--request", metavar="REQUEST.json", help="a request JSON (the 'request' of --json's output)")
     src.add_argument("--generated", action="store_true",
                      help="IMAGE was made by `dragkit generate`: drag it from its saved latents (no LoRA, no "
@@ -98,10 +99,6 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.out).suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"):
         raise DragError(f"--out {args.out}: use an image extension such as .png")
     editor = load_editor(args)
-    if generation is not None:  # the config actually used (the generation's steps, no LoRA), also for --json
-        from ..editor import generated_config
-
-        config = generated_config(config, generation, request, editor.model)
     bars = ProgressBars(enabled=not args.no_progress)
     try:
         result = editor.edit(request, config, callback=bars, seed=args.seed, generation=generation)
@@ -111,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     if args.trajectory:
         save_animation(result.frames or [], args.trajectory)
     if args.json_out:
-        save_json_atomic(edit_record(request, image_path, mask_path, config, result), args.json_out)
+        # the config the edit ran with (for a generated image: the generation's step count, no LoRA)
+        save_json_atomic(edit_record(request, image_path, mask_path, result.config, result), args.json_out)
     logger.info("wrote %s (%s)", args.out, json.dumps({k: round(v, 2) for k, v in result.timings.items()}))
     return 0

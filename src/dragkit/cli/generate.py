@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..config import GenerationConfig
-from ..sampling import SCHEDULERS
+from ..config import SCHEDULERS, GenerationConfig
 from ..types import DragError
 from .common import ProgressBars, add_model_options, load_editor
 

@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 
+from ..shapes import train_command
 from ..types import DragError
 from .common import positive_int
 
@@ -25,20 +26,8 @@ def add_parser(sub) -> None:
     s.required = True
 
     t = s.add_parser("train", help="train the toy model from scratch (resumable)",
-                     description="Train VAE, then UNet + text encoder, on procedural scenes; re-running the same "
-                                 "command resumes from the checkpoints in --work.")
-    t.add_argument("--work", required=True, help="folder for resumable checkpoints (vae.pt, unet.pt)")
-    t.add_argument("--export", default=None, help="write the trained diffusers folder here (fp16 safetensors)")
-    t.add_argument("--vae-steps", type=positive_int, default=8000, help="default: %(default)s")
-    t.add_argument("--unet-steps", type=positive_int, default=6000, help="default: %(default)s")
-    t.add_argument("--vae-batch", type=positive_int, default=16, help="default: %(default)s")
-    t.add_argument("--unet-batch", type=positive_int, default=16, help="default: %(default)s")
-    t.add_argument("--vae-crop", type=positive_int, default=32,
-                   help="VAE trains on crops of this size (default: %(default)s)")
-    t.add_argument("--checkpoint-every", type=positive_int, default=200, help="default: %(default)s")
-    t.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bars")
-    t.set_defaults(func=run_train)
+                     description=train_command.DESCRIPTION)
+    train_command.add_train_arguments(t)  # also sets func (python -m dragkit.shapes.train takes the same options)
 
     q = s.add_parser("quality", help="VAE / inversion reconstruction PSNR on held-out scenes and a sample grid",
                      description="Write quality.json and samples.png (rows: held-out scene, sample for its caption).")
@@ -51,19 +40,6 @@ def add_parser(sub) -> None:
     q.add_argument("--guidance", type=float, default=3.0, help="CFG scale of the samples (default: %(default)s)")
     q.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     q.set_defaults(func=run_quality)
-
-
-def run_train(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..shapes.train import train
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    logging.getLogger("dragkit").setLevel(logging.INFO)
-    train(args.work, args.export, args.vae_steps, args.unet_steps, args.vae_batch, args.unet_batch,
-          args.checkpoint_every, not args.no_progress, args.vae_crop)
-    return 0
 
 
 def run_quality(args: argparse.Namespace) -> int:

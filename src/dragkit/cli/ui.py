@@ -7,9 +7,9 @@ import logging
 import os
 from pathlib import Path
 
-from ..editor import method_names
+from ..config import configs_with_overrides, default_config, method_names
 from ..types import DragError
-from .common import add_method_options, add_model_options, build_config, load_editor
+from .common import add_method_options, add_model_options, config_assignments, load_editor
 
 logger = logging.getLogger(__name__)
 
@@ -39,22 +39,7 @@ def add_parser(sub) -> None:
 def method_defaults(args: argparse.Namespace) -> dict:
     """Config shown at start for every method: paper defaults with --lora-steps / --set applied where the method has
     the field (a --set field no method knows is an error)."""
-    from ..config import config_fields
-    from ..editor import default_config
-
-    defaults = {}
-    known = set()
-    for m in method_names():
-        fields = config_fields(type(default_config(m)))
-        known |= set(fields)
-        own = argparse.Namespace(**vars(args))
-        own.overrides = [o for o in args.overrides if o.split("=", 1)[0].strip() in fields]
-        defaults[m] = build_config(own, m)
-    unknown = [o for o in args.overrides if "=" not in o or o.split("=", 1)[0].strip() not in known]
-    if unknown:
-        build_config(args, args.method)  # raises the usual one-line error for the first bad --set
-        raise DragError(f"unknown config field in --set {unknown[0]!r}")
-    return defaults
+    return configs_with_overrides({m: default_config(m) for m in method_names()}, config_assignments(args))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,8 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..hub import offline  # HF_HUB_OFFLINE: no network at all
 from ..io import atomic_path
-from ..models import _offline  # HF_HUB_OFFLINE: no network at all
 from ..types import DragError
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def _fetch(url: str, directory: Path, timeout: float = 60) -> Path:
         return path
     hint = (f"LPIPS weights missing: put {path.name} (from {url}) into {directory}"
             " — needed: alexnet-owt-7be5be79.pth and lpips v0.1 alex.pth")
-    if _offline():
+    if offline():
         raise DragError(hint + " (offline)")
     logger.info("downloading %s", url)
     try:

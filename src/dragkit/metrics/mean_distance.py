@@ -22,11 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from ..features import FeatureCapture
+from ..hub import DIFT_MODEL
 from ..types import DragError
 
 logger = logging.getLogger(__name__)
-
-DIFT_MODEL = "stabilityai/stable-diffusion-2-1"
 
 
 # --- exact cosine similarity against bilinearly upsampled features ---------------------------------------------------

@@ -33,7 +33,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ..config import apply_overrides, config_fields, config_to_dict
+from ..benchmark.rundir import check_run_dir, write_run_meta
+from ..config import config_to_dict, configs_with_overrides, default_config
 from ..io import atomic_path, save_image_atomic, save_json_atomic
 from ..types import DragError
 from .metrics import drag_metrics
@@ -43,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 IDENTITY = "identity"
 METHODS = (IDENTITY, "dragdiffusion", "gooddrag")
-RESULTS, SUMMARY, RUN_META = "results.jsonl", "summary.json", "run.json"
+RESULTS, SUMMARY = "results.jsonl", "summary.json"
 SUMMARY_METRICS = ("drag_error_px", "drag_error_fraction", "background_psnr", "shape_iou")
 
 ABLATIONS: dict[str, list[tuple[str, Callable[[Any], dict]]]] = {
@@ -79,24 +80,13 @@ def build_variants(methods: list[str], overrides: list[str], ablations: bool = F
     ablation rows."""
     import dataclasses
 
-    from ..editor import default_config
-
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise DragError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
     drag_methods = [m for m in dict.fromkeys(methods) if m != IDENTITY]
-    configs = {m: default_config(m) for m in drag_methods}
-    for item in overrides:
-        if "=" not in item:
-            raise DragError(f"--set expects FIELD=VALUE, got {item!r}")
-        name = item.split("=", 1)[0].strip()
-        if not any(name in config_fields(type(c)) for c in configs.values()):
-            raise DragError(f"--set {name}: no requested method ({', '.join(drag_methods) or 'identity only'}) "
-                            "has this config field")
+    configs = configs_with_overrides({m: default_config(m) for m in drag_methods}, overrides)
     variants = [Variant(IDENTITY, IDENTITY)]
     for method, config in configs.items():
-        mine = [o for o in overrides if o.split("=", 1)[0].strip() in config_fields(type(config))]
-        config = apply_overrides(config, mine) if mine else config
         variants.append(Variant(method, method, config))
         if ablations:
             variants += [Variant(f"{method}-{name}", method, dataclasses.replace(config, **change(config)))
@@ -106,24 +96,13 @@ def build_variants(methods: list[str], overrides: list[str], ablations: bool = F
 
 # --- the run folder ------------------------------------------------------------------------------------------------
 
-def check_run_dir(out_dir: Path, seed: int, model: Optional[str], variants: list[Variant]) -> dict:
-    """The folder's ``run.json`` with this run added, or a :class:`DragError` when it conflicts with what the folder
-    already holds (another task seed, model, or config under the same label). Nothing is written."""
-    path = out_dir / RUN_META
-    meta = json.loads(path.read_text()) if path.exists() else {"seed": seed, "model": None, "variants": {}}
-    if meta["seed"] != seed:
-        raise DragError(f"{out_dir} holds tasks of --seed {meta['seed']}, not {seed}; use another --out")
+def check_run(out_dir: Path, seed: int, model: Optional[str], variants: list[Variant]) -> dict:
+    """The folder's ``run.json`` with this run added — the task seed, the model (identity-only runs use none) and each
+    variant's config — or a :class:`DragError` when it conflicts with what the folder already holds (another task
+    seed, model, or config under the same label). Nothing is written."""
     needs_model = any(v.config is not None for v in variants)
-    if needs_model and meta["model"] not in (None, model):
-        raise DragError(f"{out_dir} holds results of model {meta['model']}; use another --out")
-    for v in variants:
-        old = meta["variants"].get(v.label)
-        if old is not None and old != v.meta():
-            raise DragError(f"{out_dir} holds variant {v.label!r} with a different config; use another --out")
-        meta["variants"][v.label] = v.meta()
-    if needs_model:
-        meta["model"] = model
-    return meta
+    meta = {"seed": seed, "model": model if needs_model else None, "variants": {v.label: v.meta() for v in variants}}
+    return check_run_dir(out_dir, meta, merge=("variants",), open_keys=("model",))
 
 
 def read_results(out_dir: Path) -> list[dict]:
@@ -186,12 +165,12 @@ def run_shapes_benchmark(load_editor: Callable[[], Any], variants: list[Variant]
     every ProgressEvent.
     """
     out_dir = Path(out_dir)
-    meta = check_run_dir(out_dir, seed, model, variants)
+    meta = check_run(out_dir, seed, model, variants)
     done = {(r["variant"], r["task_id"]) for r in read_results(out_dir)}
     todo = [(v, t) for v in variants for t in tasks if (v.label, t.task_id) not in done]
     editor = load_editor() if any(v.config is not None for v, _ in todo) else None  # fails before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_json_atomic(meta, out_dir / RUN_META)
+    write_run_meta(out_dir, meta)
     for variant in variants:
         for task in tasks:
             if (variant.label, task.task_id) in done:
@@ -246,7 +225,7 @@ def table_cells(s: dict) -> list:
 
 
 def to_markdown(rows: list[list]) -> str:
-    from ..benchmark.report import _fmt
+    from ..benchmark.report import format_value
 
     lines = ["# Shapes benchmark", "",
              "Drag error: distance between the moved object's centroid (found by its colour) and where it should be "
@@ -254,7 +233,7 @@ def to_markdown(rows: list[list]) -> str:
              "object's old and new footprints (↑, capped at 60 dB). Shape IoU: with the original shape translated "
              "(↑).", "",
              "| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
-    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(format_value(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -271,9 +250,9 @@ def plot_error_vs_background(by_label: dict[str, list[dict]], path: Path) -> Opt
     """Scatter of per-task drag error fraction (x, ↓) vs background PSNR (y, ↑), one colour per variant, means as
     large outlined markers; None when matplotlib is missing."""
     try:
-        from ..benchmark.plots import _pyplot, _save
+        from ..benchmark.plots import pyplot, save_png
 
-        plt = _pyplot()
+        plt = pyplot()
     except ImportError:
         logger.warning("matplotlib is not installed: no plot.png (pip install matplotlib)")
         return None
@@ -292,6 +271,6 @@ def plot_error_vs_background(by_label: dict[str, list[dict]], path: Path) -> Opt
         ax.set_title("better: upper left")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-        return _save(fig, path)
+        return save_png(fig, path)
     finally:
         plt.close(fig)

@@ -5,7 +5,7 @@
 - UNet: ``UNet2DConditionModel`` with SD 1.5's block layout (cross-attention in the first three down and last three
   up blocks), widths (32, 64, 96, 96), one layer per block, cross-attention on a 64-wide text encoder.
 - Text: a 2-layer ``CLIPTextModel`` trained jointly with the UNet, on the byte-level CLIP tokenizer of
-  :mod:`dragkit.testing` (prompts are scene captions such as "red disc, blue square, gradient background").
+  :mod:`dragkit.tokenizer` (prompts are scene captions such as "red disc, blue square, gradient background").
 - Scheduler: SD 1.5's DDIM settings (scaled-linear betas 0.00085–0.012, 1000 steps, ε-prediction).
 
 The trained weights ship with the package (``dragkit/shapes/weights``, fp16 safetensors, a diffusers folder);
@@ -14,10 +14,11 @@ The trained weights ship with the package (``dragkit/shapes/weights``, fp16 safe
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import torch
+
+from ..tokenizer import VOCAB_SIZE, byte_tokenizer
 
 IMAGE_SIZE = 64
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -51,19 +52,12 @@ def build_text_encoder():
     from transformers import CLIPTextConfig, CLIPTextModel
 
     return CLIPTextModel(CLIPTextConfig(
-        vocab_size=514, hidden_size=TEXT_DIM, intermediate_size=2 * TEXT_DIM, num_hidden_layers=2,
+        vocab_size=VOCAB_SIZE, hidden_size=TEXT_DIM, intermediate_size=2 * TEXT_DIM, num_hidden_layers=2,
         num_attention_heads=4, max_position_embeddings=77, bos_token_id=512, eos_token_id=513, pad_token_id=513))
 
 
 def build_tokenizer():
-    from transformers import CLIPTokenizer
-
-    from ..testing import _byte_tokenizer_files
-
-    with tempfile.TemporaryDirectory() as tmp:
-        _byte_tokenizer_files(Path(tmp))
-        return CLIPTokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"),
-                             pad_token="<|endoftext|>", model_max_length=77)
+    return byte_tokenizer()
 
 
 def build_scheduler():

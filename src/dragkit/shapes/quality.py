@@ -1,4 +1,4 @@
-"""The shapes model's quality bar, measured on held-out scenes (seeds from :data:`train.EVAL_SEED`).
+"""The shapes model's quality bar, measured on held-out scenes (seeds from :data:`scenes.EVAL_SEED`).
 
 - VAE reconstruction PSNR: encode (posterior mean) → decode, per image, in 8-bit RGB.
 - Inversion reconstruction PSNR: exactly the drag path without a drag — :func:`stages.prepare` (caption as prompt),
@@ -19,8 +19,7 @@ from ..config import DragDiffusionConfig
 from ..models import DiffusionModel
 from ..types import DragRequest
 from .metrics import psnr as capped_psnr
-from .scenes import random_scene
-from .train import EVAL_SEED
+from .scenes import EVAL_SEED, random_scene
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -21,6 +21,10 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 BACKGROUNDS = ("plain", "gradient", "stripes", "checker")
 SUPERSAMPLE = 4
+# Disjoint seed ranges: training draws scenes 0, 1, 2, …; held-out evaluation EVAL_SEED + i; the benchmark's tasks
+# BENCH_SEED + seed · 100_000 + i.
+EVAL_SEED = 1_000_000_000
+BENCH_SEED = 2_000_000_000
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The tasks of the shapes benchmark: "move this object by this offset", with exact ground truth.
 
 :func:`make_tasks` is deterministic in ``(n, seed)``; the first k tasks of a larger n are the same k tasks, so a run
-can be extended. Task i is drawn from benchmark scenes ``train.BENCH_SEED + seed·100_000 + j`` (j = 0, 1, …; a seed
+can be extended. Task i is drawn from benchmark scenes ``scenes.BENCH_SEED + seed·100_000 + j`` (j = 0, 1, …; a seed
 range disjoint from the training and evaluation scenes) as follows:
 
 - the object: one, at random, of the scene's objects whose size √area is ≥ :data:`MIN_OBJECT_FRACTION` of the image
@@ -27,8 +27,7 @@ from PIL import Image
 
 from ..types import DragRequest
 from .metrics import dilate
-from .scenes import Scene, random_scene, render, replace_shape, shape_coverage
-from .train import BENCH_SEED
+from .scenes import BENCH_SEED, Scene, random_scene, render, replace_shape, shape_coverage
 
 MIN_OBJECT_FRACTION = 0.1
 MIN_OFFSET, MAX_OFFSET = 0.10, 0.30  # offset length as a fraction of the image size

@@ -3,8 +3,9 @@
     dragkit shapes train --work runs/shapes-train --export src/dragkit/shapes/weights
 
 Scenes are drawn on the fly from seeds (step × batch + i, so a resumed run sees exactly the same data); held-out
-evaluation and the benchmark use disjoint seed ranges (:data:`EVAL_SEED`, :data:`BENCH_SEED`). Each stage writes a
-checkpoint every ``--checkpoint-every`` steps (atomically); re-running the same command continues from it.
+evaluation and the benchmark use disjoint seed ranges (:data:`.scenes.EVAL_SEED`, :data:`.scenes.BENCH_SEED`). Each
+stage writes a checkpoint every ``--checkpoint-every`` steps (atomically); re-running the same command continues from
+it.
 
 Stages: (1) VAE: MSE + 1e-6·KL; (2) latent statistics → ``scaling_factor`` = 1/std; (3) UNet (ε-prediction,
 uniform t) and text encoder jointly, captions dropped 10 % of the time (classifier-free guidance), EMA of the
@@ -27,12 +28,10 @@ import torch.nn.functional as F
 
 from ..io import atomic_path
 from . import model as shapes_model
-from .scenes import random_scene
+from .scenes import EVAL_SEED, random_scene
 
 logger = logging.getLogger(__name__)
 
-EVAL_SEED = 1_000_000_000  # held-out scenes: EVAL_SEED + i
-BENCH_SEED = 2_000_000_000  # benchmark scenes: BENCH_SEED + seed · 100_000 + i
 CAPTION_DROP = 0.1
 
 
@@ -50,9 +49,23 @@ def _lr(step: int, total: int, base: float, warmup: int = 200) -> float:
     return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def _save_atomic(obj, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+def _checkpoint(ckpt: Path, step: int, opt, **modules) -> None:
+    """Save ``modules`` (checkpoint key → module), the optimiser and the step, atomically."""
+    state = {key: module.state_dict() for key, module in modules.items()}
+    with atomic_path(ckpt) as tmp:
+        torch.save({**state, "optim": opt.state_dict(), "step": step}, tmp)
+
+
+def _resume(ckpt: Path, stage: str, opt, **modules) -> int:
+    """Load what :func:`_checkpoint` saved into ``modules`` and ``opt`` if ``ckpt`` exists; the step to go on from."""
+    if not ckpt.exists():
+        return 0
+    state = torch.load(ckpt, weights_only=True)
+    for key, module in modules.items():
+        module.load_state_dict(state[key])
+    opt.load_state_dict(state["optim"])
+    logger.info("%s: resuming at step %d", stage, state["step"])
+    return state["step"]
 
 
 def _progress(total: int, initial: int, desc: str, enabled: bool):
@@ -77,13 +90,7 @@ def train_vae(work: Path, steps: int, batch_size: int = 16, lr: float = 1e-3, ch
     ckpt = work / "vae.pt"
     vae = shapes_model.build_vae()
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    step = 0
-    if ckpt.exists():
-        state = torch.load(ckpt, weights_only=True)
-        vae.load_state_dict(state["model"])
-        opt.load_state_dict(state["optim"])
-        step = state["step"]
-        logger.info("VAE: resuming at step %d", step)
+    step = _resume(ckpt, "VAE", opt, model=vae)
     vae.train()
     bar = _progress(steps, step, "VAE", progress)
     while step < steps:
@@ -104,7 +111,7 @@ def train_vae(work: Path, steps: int, batch_size: int = 16, lr: float = 1e-3, ch
         bar.update(1)
         bar.set_postfix(psnr=f"{10 * math.log10(4 / max(mse.item(), 1e-10)):.1f}")
         if step % checkpoint_every == 0 or step == steps:
-            _save_atomic({"model": vae.state_dict(), "optim": opt.state_dict(), "step": step}, ckpt)
+            _checkpoint(ckpt, step, opt, model=vae)
     bar.close()
     return vae.eval().requires_grad_(False)
 
@@ -136,16 +143,8 @@ def train_unet(work: Path, vae, scaling: float, steps: int, batch_size: int = 16
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
     ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
-    step = 0
-    if ckpt.exists():
-        state = torch.load(ckpt, weights_only=True)
-        unet.load_state_dict(state["unet"])
-        text_encoder.load_state_dict(state["text"])
-        ema_unet.load_state_dict(state["ema_unet"])
-        ema_text.load_state_dict(state["ema_text"])
-        opt.load_state_dict(state["optim"])
-        step = state["step"]
-        logger.info("UNet: resuming at step %d", step)
+    modules = dict(unet=unet, text=text_encoder, ema_unet=ema_unet, ema_text=ema_text)
+    step = _resume(ckpt, "UNet", opt, **modules)
     unet.train()
     text_encoder.train()
     alphas = scheduler.alphas_cumprod
@@ -180,9 +179,7 @@ def train_unet(work: Path, vae, scaling: float, steps: int, batch_size: int = 16
         bar.update(1)
         bar.set_postfix(loss=f"{running:.4f}")
         if step % checkpoint_every == 0 or step == steps:
-            _save_atomic({"unet": unet.state_dict(), "text": text_encoder.state_dict(),
-                          "ema_unet": ema_unet.state_dict(), "ema_text": ema_text.state_dict(),
-                          "optim": opt.state_dict(), "step": step}, ckpt)
+            _checkpoint(ckpt, step, opt, **modules)
     bar.close()
     return ema_unet.eval(), ema_text.eval()
 
@@ -212,12 +209,16 @@ def train(work: str | Path, export: Optional[str | Path], vae_steps: int, unet_s
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """``python -m dragkit.shapes.train ARGS`` is ``dragkit shapes train ARGS``."""
-    import sys
+    """``python -m dragkit.shapes.train ARGS``: the same options as ``dragkit shapes train ARGS``."""
+    import argparse
 
-    from ..cli import main as cli_main
+    from .train_command import DESCRIPTION, add_train_arguments, run_train
 
-    return cli_main(["shapes", "train", *(sys.argv[1:] if argv is None else argv)])
+    parser = argparse.ArgumentParser(prog="python -m dragkit.shapes.train", description=DESCRIPTION)
+    add_train_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return run_train(args)
 
 
 if __name__ == "__main__":

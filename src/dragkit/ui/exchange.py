@@ -25,7 +25,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from ..io import edit_record, image_bytes, read_dragbench_sample, read_request_file, save_json_atomic
+from ..datasets import read_dragbench_sample
+from ..io import edit_record, image_bytes, read_request_file, save_json_atomic
 from ..types import DragError, DragRequest, DragResult
 
 MAX_IMPORT_BYTES = 200 * 1024 * 1024  # refuse zips that would unpack to more than this

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from ..errors import first_line
 from ..types import DragResult, ProgressEvent
 from . import session as ss
 
@@ -25,12 +26,6 @@ LORA_CACHED = "identity LoRA reused from cache"
 LORA_TRAINED = "identity LoRA trained"
 NO_LORA = "no identity LoRA"
 GENERATED = "generated image: dragged from its saved latents, no identity LoRA, no inversion"
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of ``exc``'s message, or its type name when it has none."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def error(exc: BaseException) -> str:
