@@ -13,13 +13,13 @@ import torch
 
 from . import dragdiffusion, gooddrag, stages
 from .animation import draw_points
-from .config import METHODS, DragDiffusionConfig, GenerationConfig, MethodConfig
-from .config import default_config, method_names  # noqa: F401  (re-exported: the editor is where methods run)
+from .checks import check_edit, check_finite
+from .config import METHODS, DragDiffusionConfig, GenerationConfig, MethodConfig, default_config, method_names  # noqa: F401  (re-exported: the editor is where methods run)
 from .freeu import freeu
 from .generation import Generation, generate
+from .hub import DEFAULT_MODEL
 from .io import image_bytes
 from .lora import LoraCache, frozen_lora, train_identity_lora
-from .hub import DEFAULT_MODEL
 from .models import DiffusionModel
 from .types import DragError, DragRequest, DragResult, ProgressCallback, ProgressEvent
 
@@ -101,13 +101,15 @@ class DragEditor:
                         z_t = stages.invert(model, edit, posterior[0], callback)
                     else:
                         z_t = generation.latent_at(edit.t_index).to(model.device)
+                    check_finite(z_t, "inversion")
                 with _timed(timings, "optimization"), torch.enable_grad(), \
                         stages.feature_model(model, edit, config.feature_block) as fm:
                     outcome = OPTIMIZE[config.method](fm, edit, z_t, config, callback)
+                    check_finite(outcome.latent, "latent optimisation", "lower latent_lr?")
                 with _timed(timings, "denoising"):
                     blocks = tuple(config.reference_attention_blocks) if config.reference_attention else None
-                    latent = stages.denoise(model, edit, outcome, blocks, callback)
-                    image = stages.to_pil(model.decode(latent), request.size)
+                    latent = check_finite(stages.denoise(model, edit, outcome, blocks, callback), "denoising")
+                    image = stages.to_pil(check_finite(model.decode(latent), "VAE decoding"), request.size)
         return _result(edit, outcome, image, latent, config, cached, timings)
 
     def check(self, request: DragRequest, config: Optional[MethodConfig],
@@ -119,6 +121,7 @@ class DragEditor:
             raise TypeError(f"not a method config: {type(config).__name__}")
         if generation is not None:
             config = generated_config(config, generation, request, self.model)
+        check_edit(self.model, request, config)
         return config
 
     def identity_lora(self, edit: stages.Edit, posterior: Optional[tuple[torch.Tensor, torch.Tensor]],
