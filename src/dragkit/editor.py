@@ -14,7 +14,8 @@ import torch
 from . import dragdiffusion, gooddrag, stages
 from .animation import draw_points
 from .checks import check_edit, check_finite
-from .config import METHODS, DragDiffusionConfig, GenerationConfig, MethodConfig, default_config, method_names  # noqa: F401  (re-exported: the editor is where methods run)
+from .config import METHODS, DragDiffusionConfig, GenerationConfig, MethodConfig
+from .config import default_config, method_names  # noqa: F401  (re-exported: the editor is where methods run)
 from .freeu import freeu
 from .generation import Generation, generate
 from .hub import DEFAULT_MODEL
