@@ -40,7 +40,7 @@ def test_identity_lora_trains_on_the_working_image_inversion_uses(editor, monkey
     real = editor_module.train_identity_lora
 
     def spy(unet, scheduler_config, mean, std, text, **kw):
-        seen["mean"], seen["text"] = mean.clone(), text.clone()
+        seen["mean"], seen["text"] = mean.clone(), text.cond.clone()
         return real(unet, scheduler_config, mean, std, text, **kw)
 
     monkeypatch.setattr(editor_module, "train_identity_lora", spy)

@@ -5,6 +5,7 @@ import torch
 
 from dragkit.ddim import ddim_invert, make_scheduler
 from dragkit.features import capture_features
+from dragkit.guidance import TextConditioning
 from dragkit.lora import LoraCache, attached_lora, train_identity_lora
 from dragkit.reference_attention import controlled_layer_names, reference_attention
 
@@ -86,7 +87,7 @@ def test_lora_training_lowers_loss_and_touches_only_lora(tiny_model, tmp_path):
 
     before = eval_loss()
     losses = []
-    weights = train_identity_lora(unet, tiny_model.scheduler_config, mean, std, text,
+    weights = train_identity_lora(unet, tiny_model.scheduler_config, mean, std, TextConditioning(text),
                                   steps=60, rank=4, lr=1e-2, batch_size=4, weight_decay=0.0,
                                   generator=torch.Generator().manual_seed(0), callback=lambda e: losses.append(e.loss))
     assert len(losses) == 60

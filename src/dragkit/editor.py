@@ -146,7 +146,7 @@ class DragEditor:
                 return cached, True
         generator = torch.Generator(device=model.device).manual_seed(seed)
         weights = train_identity_lora(
-            model.unet, model.scheduler_config, posterior[0], posterior[1], edit.text.cond,
+            model.unet, model.scheduler_config, posterior[0], posterior[1], edit.text,
             steps=config.lora_steps, rank=config.lora_rank, lr=config.lora_lr, batch_size=config.lora_batch_size,
             weight_decay=config.lora_weight_decay, generator=generator, callback=callback)
         if self.lora_cache is not None:

@@ -21,6 +21,7 @@ from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
+from .guidance import TextConditioning
 from .optim import grad_scaler, optimizer_step
 from .types import ProgressCallback, ProgressEvent
 
@@ -102,7 +103,7 @@ def train_identity_lora(
     scheduler_config,
     latent_mean: torch.Tensor,
     latent_std: torch.Tensor,
-    text_embeddings: torch.Tensor,
+    text: TextConditioning,
     *,
     steps: int,
     rank: int,
@@ -116,12 +117,13 @@ def train_identity_lora(
 
     ``latent_mean``/``latent_std`` is the VAE posterior of the image, already × the VAE scaling factor; each step draws
     ``batch_size`` latents from it (the GoodDrag trick: encode once), a timestep t ~ U{0..T−1} and noise per sample.
+    ``text`` is the edit's conditioning (unguided; for SDXL with its pooled embedding and size ids).
     """
     noise_scheduler = DDPMScheduler.from_config(scheduler_config)
     device = latent_mean.device
     amp = unet.dtype != torch.float32
     scaler = grad_scaler(device, unet.dtype)
-    cond = text_embeddings.expand(batch_size, -1, -1)
+    cond = text.unet_kwargs(batch_size)
     with attached_lora(unet, rank) as params:
         for name, p in zip([n for n, _ in unet.named_parameters() if ADAPTER_NAME in n], params):
             p.data = p.data.float()
@@ -141,7 +143,7 @@ def train_identity_lora(
                 target = noise_scheduler.get_velocity(latents, noise, t) if (
                     noise_scheduler.config.prediction_type == "v_prediction") else noise
                 with torch.autocast(device.type, dtype=unet.dtype, enabled=amp):
-                    pred = unet(noisy.to(unet.dtype), t, cond.to(unet.dtype)).sample
+                    pred = unet(noisy.to(unet.dtype), t, **cond).sample
                 loss = F.mse_loss(pred.float(), target.float())
                 optimizer_step(optimizer, scaler, loss)
                 if callback is not None:

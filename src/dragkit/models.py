@@ -1,7 +1,13 @@
-"""Loading a Stable-Diffusion-style model once, and the few operations every method needs from it.
+"""Loading a Stable-Diffusion-style model once (SD-1.5 family or SDXL), and the few operations every method needs.
 
 ``--model`` accepts a Hub id, a local diffusers folder, or a single-file ``.safetensors`` checkpoint (with a local
-config folder when offline). Pickle-based checkpoints run code when loaded and are refused unless explicitly allowed.
+config folder when offline). The family is detected from the model itself (:func:`detect_family`). Pickle-based
+checkpoints run code when loaded and are refused unless explicitly allowed.
+
+The families differ here in one method, :meth:`DiffusionModel.conditioning`: SD-1.5 is conditioned on one text
+encoder's last hidden states; SDXL on both encoders' penultimate hidden states (concatenated), the second encoder's
+pooled embedding and six size ids, with a zeroed negative branch for an empty negative prompt where the model's
+config says ``force_zeros_for_empty_prompt`` (as diffusers' SDXL pipeline builds them).
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import torch
 from PIL import Image
 
 from .errors import first_line
+from .family import Family, family_of
+from .guidance import TextConditioning
 from .hub import DEFAULT_MODEL, offline
 from .types import DragError
 
@@ -65,6 +73,14 @@ class DiffusionModel:
     scheduler_config: Any
     name: str = ""
     style_lora: Optional[dict] = None  # {path, sha256, scale} of a user's style LoRA loaded into the model, if any
+    text_encoder_2: Any = None  # SDXL: the second text encoder (with projection: gives the pooled embedding)
+    tokenizer_2: Any = None  # SDXL: its tokenizer
+    force_zeros_for_empty_prompt: bool = False  # SDXL pipeline config: an empty negative prompt is a zero embedding
+
+    @property
+    def family(self) -> Family:
+        """SD-1.5-style or SDXL (:mod:`dragkit.family`), from the UNet's config."""
+        return family_of(self.unet)
 
     @property
     def device(self) -> torch.device:
@@ -81,10 +97,16 @@ class DiffusionModel:
 
     @classmethod
     def from_pipeline(cls, pipe, name: str = "", style_lora: Optional[dict] = None) -> "DiffusionModel":
-        for module in (pipe.unet, pipe.vae, pipe.text_encoder):
-            module.requires_grad_(False)
-            module.eval()
-        return cls(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler.config, name, style_lora)
+        text_encoder_2 = getattr(pipe, "text_encoder_2", None)
+        for module in (pipe.unet, pipe.vae, pipe.text_encoder, text_encoder_2):
+            if module is not None:
+                module.requires_grad_(False)
+                module.eval()
+        if pipe.unet.dtype == torch.float16 and pipe.vae.config.get("force_upcast", False):
+            pipe.vae.to(torch.float32)  # SDXL's VAE overflows in fp16 (its config says so): keep it in fp32
+        return cls(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler.config, name, style_lora,
+                   text_encoder_2, getattr(pipe, "tokenizer_2", None),
+                   bool(pipe.config.get("force_zeros_for_empty_prompt", False)))
 
     @classmethod
     def from_pretrained(
@@ -111,11 +133,48 @@ class DiffusionModel:
 
     # --- the operations every method uses -------------------------------------------------------------------
 
-    @torch.no_grad()
     def encode_prompt(self, prompt: str) -> torch.Tensor:
-        """Last hidden state of the text encoder for ``prompt`` padded to the tokenizer's max length (1×77×d)."""
-        ids = self.token_ids(prompt).to(self.device)
-        return self.text_encoder(ids)[0].to(self.dtype)
+        """The hidden states the UNet's cross-attention reads for ``prompt`` (1×77×d)."""
+        return self.encode_text(prompt)[0]
+
+    @torch.no_grad()
+    def encode_text(self, prompt: str) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(hidden states, pooled embedding) of ``prompt``, padded to the tokenizers' max length. SD-1.5: the text
+        encoder's last hidden state, no pooled embedding. SDXL: both encoders' penultimate hidden states
+        concatenated (1×77×2048) and the pooled embedding of the encoder with a projection (1×1280)."""
+        if self.text_encoder_2 is None:
+            ids = self.token_ids(prompt).to(self.device)
+            return self.text_encoder(ids)[0].to(self.dtype), None
+        hidden, pooled = [], None
+        for tokenizer, encoder in ((self.tokenizer, self.text_encoder), (self.tokenizer_2, self.text_encoder_2)):
+            ids = tokenizer(prompt, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                            return_tensors="pt").input_ids.to(self.device)
+            out = encoder(ids, output_hidden_states=True)
+            if pooled is None and out[0].ndim == 2:  # CLIPTextModelWithProjection: text_embeds first
+                pooled = out[0]
+            hidden.append(out.hidden_states[-2])
+        return torch.cat(hidden, dim=-1).to(self.dtype), pooled.to(self.dtype)
+
+    def conditioning(self, prompt: str, size_hw: tuple[int, int], negative_prompt: str = "",
+                     guidance_scale: float = 1.0) -> TextConditioning:
+        """What every UNet evaluation of an edit or a generation is conditioned on — the one place that builds it.
+
+        ``size_hw`` is the (height, width) of the working image: SDXL's size ids are (h, w, 0, 0, h, w) (original
+        size = target size, no crop). With ``guidance_scale`` > 1 the negative branch is ``negative_prompt``'s
+        encoding — zeros for an empty one where the model config says ``force_zeros_for_empty_prompt`` (SDXL)."""
+        cond, pooled = self.encode_text(prompt)
+        uncond = uncond_pooled = None
+        if guidance_scale > 1:
+            if not negative_prompt and self.force_zeros_for_empty_prompt:
+                uncond = torch.zeros_like(cond)
+                uncond_pooled = None if pooled is None else torch.zeros_like(pooled)
+            else:
+                uncond, uncond_pooled = self.encode_text(negative_prompt)
+        time_ids = None
+        if self.family.name == "sdxl":
+            h, w = size_hw
+            time_ids = torch.tensor([[h, w, 0, 0, h, w]], dtype=self.dtype, device=self.device)
+        return TextConditioning(cond, uncond, guidance_scale, pooled, uncond_pooled, time_ids)
 
     def token_ids(self, prompt: str) -> torch.Tensor:
         length = min(self.tokenizer.model_max_length, self.text_encoder.config.max_position_embeddings)
@@ -123,68 +182,113 @@ class DiffusionModel:
                               truncation=True, return_tensors="pt").input_ids
 
     def image_to_tensor(self, image: Image.Image) -> torch.Tensor:
-        """uint8 RGB → 1×3×H×W in [−1, 1] (x = u8/127.5 − 1), on the model's device and dtype."""
+        """uint8 RGB → 1×3×H×W in [−1, 1] (x = u8/127.5 − 1), on the model's device in the VAE's dtype."""
         x = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1)
-        return x.permute(2, 0, 1)[None].to(self.device, self.dtype)
+        return x.permute(2, 0, 1)[None].to(self.device, self.vae.dtype)
 
     @torch.no_grad()
     def encode_posterior(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """VAE posterior (mean, std) of an image in [−1, 1], both × the VAE's own scaling factor."""
-        dist = self.vae.encode(image).latent_dist
+        """VAE posterior (mean, std) of an image in [−1, 1], both × the VAE's own scaling factor (from its config:
+        0.18215 for SD-1.5, 0.13025 for SDXL)."""
+        dist = self.vae.encode(image.to(self.vae.dtype)).latent_dist
         s = self.vae.config.scaling_factor
         return dist.mean * s, dist.std * s
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents → images in [0, 1] (float32, N×3×H×W)."""
-        x = self.vae.decode(latents.to(self.dtype) / self.vae.config.scaling_factor).sample
+        """Latents → images in [0, 1] (float32, N×3×H×W); the VAE runs in its own dtype (fp32 when its config says
+        ``force_upcast`` and the model is fp16)."""
+        x = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
         return (x.float() / 2 + 0.5).clamp(0, 1)
+
+
+def detect_family(model: str, config: Optional[str] = None) -> str:
+    """"sdxl" or "sd" for a model argument, without loading weights: a diffusers folder's (or ``config``'s)
+    ``model_index.json`` names its pipeline class; a single-file checkpoint's keys show SDXL's second text encoder
+    (``conditioner.embedders.1``); a Hub id's ``model_index.json`` comes from the cache or the Hub."""
+    import json
+
+    path = Path(model).expanduser()
+    index = Path(config).expanduser() / "model_index.json" if config else path / "model_index.json"
+    if index.is_file():
+        return "sdxl" if "XL" in json.loads(index.read_text()).get("_class_name", "") else "sd"
+    if path.is_file() and path.suffix.lower() == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            return "sdxl" if any(k.startswith("conditioner.embedders.1.") for k in f.keys()) else "sd"
+    if not path.exists() and HUB_ID.match(model):
+        try:
+            from diffusers import DiffusionPipeline
+
+            name = DiffusionPipeline.load_config(model, local_files_only=offline()).get("_class_name", "")
+            return "sdxl" if "XL" in name else "sd"
+        except Exception:  # unreachable / not cached: loading reports it with a clear line
+            return "sd"
+    return "sd"
+
+
+def pipeline_class(family: str):
+    """(diffusers pipeline class, its extra keyword arguments) of a family."""
+    if family == "sdxl":
+        from diffusers import StableDiffusionXLPipeline
+
+        return StableDiffusionXLPipeline, dict(add_watermarker=False)
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline, dict(safety_checker=None, requires_safety_checker=False)
 
 
 def load_pipeline(model: str, *, torch_dtype: torch.dtype = torch.float32, vae: Optional[str] = None,
                   config: Optional[str] = None, allow_pickle: bool = False):
-    """A ``StableDiffusionPipeline`` from a local folder, a single file, or the Hub, with clear one-line errors."""
-    from diffusers import AutoencoderKL, StableDiffusionPipeline
-
-    kwargs = dict(dtype=torch_dtype, safety_checker=None, requires_safety_checker=False)
+    """A ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline`` (detected) from a local folder, a single file,
+    or the Hub, with clear one-line errors."""
     path = Path(model).expanduser()
     hint = ""  # appended to a failure's message where the user has an obvious fix
     try:
+        if path.is_file():
+            _check_checkpoint_format(path, allow_pickle)
+        cls, extra = pipeline_class(detect_family(model, config))
+        kwargs = dict(dtype=torch_dtype, **extra)
         if path.is_dir():
             if not (path / "model_index.json").exists() and not (path / "unet").is_dir():
                 raise ModelLoadError(f"{model}: not a diffusers model folder (no model_index.json)")
-            pipe = StableDiffusionPipeline.from_pretrained(str(path), local_files_only=True, **kwargs)
+            pipe = cls.from_pretrained(str(path), local_files_only=True, **kwargs)
         elif path.is_file():
-            _check_checkpoint_format(path, allow_pickle)
             single = dict(kwargs)
             if config:
                 single["config"] = config
             else:  # diffusers then looks for the configs in the Hub cache, or downloads them
                 hint = ("; a single-file checkpoint needs its diffusers configs: pass --model-config DIR "
-                        "(a local diffusers folder of the same architecture, e.g. SD-1.5)")
-            pipe = StableDiffusionPipeline.from_single_file(
-                str(path), local_files_only=offline() or bool(config), **single)
+                        "(a local diffusers folder of the same architecture, e.g. SD-1.5 or SDXL)")
+            pipe = cls.from_single_file(str(path), local_files_only=offline() or bool(config), **single)
             hint = ""
         elif HUB_ID.match(model) and not model.startswith((".", "/", "~")):
-            pipe = _from_hub(model, kwargs)
+            pipe = _from_hub(model, kwargs, cls=cls)
         else:
             raise ModelLoadError(f"model path not found: {model}")
         if vae:
-            vae_path = Path(vae).expanduser()
-            if vae_path.is_file():
-                _check_checkpoint_format(vae_path, allow_pickle)
-                pipe.vae = AutoencoderKL.from_single_file(str(vae_path), dtype=torch_dtype)
-            elif vae_path.is_dir():
-                pipe.vae = AutoencoderKL.from_pretrained(str(vae_path), dtype=torch_dtype, local_files_only=True)
-            elif HUB_ID.match(vae):
-                pipe.vae = _from_hub(vae, dict(dtype=torch_dtype), cls=AutoencoderKL)
-            else:
-                raise ModelLoadError(f"VAE path not found: {vae}")
+            pipe.vae = _load_vae(vae, torch_dtype, allow_pickle)
     except ModelLoadError:
         raise
     except Exception as exc:  # diffusers/transformers raise many kinds; the user needs one line
         raise ModelLoadError(f"could not load model {model!r}: {first_line(exc)}{hint}") from exc
     return pipe
+
+
+def _load_vae(vae: str, torch_dtype: torch.dtype, allow_pickle: bool):
+    """A separate VAE (e.g. an fp16-safe SDXL VAE) from a file, a folder or the Hub."""
+    from diffusers import AutoencoderKL
+
+    vae_path = Path(vae).expanduser()
+    if vae_path.is_file():
+        _check_checkpoint_format(vae_path, allow_pickle)
+        return AutoencoderKL.from_single_file(str(vae_path), dtype=torch_dtype)
+    if vae_path.is_dir():
+        return AutoencoderKL.from_pretrained(str(vae_path), dtype=torch_dtype, local_files_only=True)
+    if HUB_ID.match(vae):
+        return _from_hub(vae, dict(dtype=torch_dtype), cls=AutoencoderKL)
+    raise ModelLoadError(f"VAE path not found: {vae}")
 
 
 STYLE_ADAPTER = "dragkit_style"
@@ -220,11 +324,8 @@ def _check_checkpoint_format(path: Path, allow_pickle: bool) -> None:
         raise ModelLoadError(f"{path.name}: unsupported checkpoint format {suffix or '(none)'}; use .safetensors")
 
 
-def _from_hub(model_id: str, kwargs: dict, cls=None):
+def _from_hub(model_id: str, kwargs: dict, cls):
     """Cached copy first; then the Hub with short timeouts, so an unreachable Hub fails within seconds."""
-    from diffusers import StableDiffusionPipeline
-
-    cls = cls or StableDiffusionPipeline
     try:
         return cls.from_pretrained(model_id, local_files_only=True, **kwargs)
     except Exception:

@@ -105,7 +105,7 @@ def prepare(model: DiffusionModel, request: DragRequest, config, generation=None
     editable_latent = torch.nn.functional.interpolate(mask_grid, size=latent_hw, mode="nearest")
     if generation is None:
         scheduler = make_scheduler(model.scheduler_config, config.num_inference_steps)
-        text = TextConditioning(model.encode_prompt(request.prompt))
+        text = model.conditioning(request.prompt, (work[1], work[0]))
     else:
         if config.num_inference_steps != generation.config.num_inference_steps:
             raise ValueError("drag a generation with its own num_inference_steps (see editor.generated_config)")
@@ -128,9 +128,9 @@ def prepare(model: DiffusionModel, request: DragRequest, config, generation=None
 
 
 def generation_conditioning(model: DiffusionModel, config) -> TextConditioning:
-    """Prompt, negative prompt and CFG scale of a :class:`~dragkit.config.GenerationConfig`."""
-    uncond = model.encode_prompt(config.negative_prompt) if config.guidance_scale > 1 else None
-    return TextConditioning(model.encode_prompt(config.prompt), uncond, config.guidance_scale)
+    """Prompt, negative prompt, CFG scale and size of a :class:`~dragkit.config.GenerationConfig`."""
+    return model.conditioning(config.prompt, (config.height, config.width), config.negative_prompt,
+                              config.guidance_scale)
 
 
 def unet_eps(model: DiffusionModel, z: torch.Tensor, t: int, text: TextConditioning) -> torch.Tensor:
