@@ -15,6 +15,7 @@ from dragkit import stages
 from dragkit.config import (METHODS, DragDiffusionConfig, GenerationConfig, GoodDragConfig, MethodConfig,
                             apply_overrides, configs_with_overrides, default_config, field_help)
 from dragkit.editor import OPTIMIZE, DragEditor
+from dragkit.family import SD, resolve
 from dragkit.lora import LoraCache
 from dragkit.types import DragError, DragRequest
 
@@ -69,7 +70,8 @@ def test_result_carries_the_config_used_and_reports_the_lora_cache(tiny_model, t
     first_events, second_events = [], []
     first = editor.edit(request, config, callback=first_events.append)
     second = editor.edit(request, config, callback=second_events.append)
-    assert first.config == second.config == config
+    assert first.config == second.config == resolve(config, SD)  # the family's layers filled in
+    assert (first.config.feature_block, first.config.reference_attention_blocks) == (2, (2, 3))
     assert not first.lora_cached and second.lora_cached
     assert [e.step for e in first_events if e.stage == "lora"] == [1, 2]
     assert not any(e.cached for e in first_events)

@@ -12,6 +12,7 @@ from dragkit.config import DragDiffusionConfig
 from dragkit.ddim import ddim_inversion_step, ddim_step, inversion_timesteps, make_scheduler
 from dragkit.dragdiffusion import drag_loss, optimize_latent
 from dragkit.editor import DragEditor
+from dragkit.family import SD, resolve
 from dragkit.features import capture_features
 from dragkit.io import load_image, load_mask
 from dragkit.tracking import reference_vectors_at, track_points
@@ -34,7 +35,8 @@ def load_case(golden_dir, name):
 
 def case_config(inputs):
     hp = inputs["hyperparameters"]
-    return DragDiffusionConfig(lora_steps=0, optimization_steps=hp.get("n_pix_step", {"value": 80})["value"])
+    config = DragDiffusionConfig(lora_steps=0, optimization_steps=hp.get("n_pix_step", {"value": 80})["value"])
+    return resolve(config, SD)  # the SD-1.5 family's layers: up_blocks[2] features, reference attention on 2, 3
 
 
 def rel_err(a, b):

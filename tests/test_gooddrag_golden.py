@@ -59,7 +59,7 @@ def golden_config(inputs: dict) -> GoodDragConfig:
         drag_denoise_steps=hp["drag_end_step"], trackings_per_denoise=hp["track_per_step"],
         supervision_steps_per_tracking=hp["max_drag_per_track"], early_stop_trackings=hp["max_track_no_change"],
         latent_lr=hp["latent_lr"], drag_step_size=hp["d"], motion_radius=hp["r1"], tracking_radius=hp["r2"],
-        mask_weight=hp["lam"], feature_block=hp["feature_idx"] - 1, lora_steps=0)
+        mask_weight=hp["lam"], feature_block=hp["feature_idx"] - 1, reference_attention_blocks=(2, 3), lora_steps=0)
 
 
 @pytest.fixture(scope="module", params=CASES)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dragkit.config import GoodDragConfig, apply_overrides
+from dragkit.family import SD, SDXL, resolve
 from dragkit.gooddrag import gooddrag_loss, regularized_region
 from dragkit.types import DragError
 
@@ -141,7 +142,9 @@ def test_config_defaults_validation_and_overrides():
     assert (cfg.drag_denoise_steps, cfg.trackings_per_denoise, cfg.supervision_steps_per_tracking) == (7, 10, 3)
     assert (cfg.motion_radius, cfg.tracking_radius, cfg.drag_step_size, cfg.mask_weight) == (4, 12, 4, 0.2)
     assert (cfg.latent_lr, cfg.early_stop_trackings, cfg.lora_steps, cfg.stop_distance) == (0.02, 10, 70, 2.0)
-    assert cfg.reference_attention_blocks == (2, 3) and cfg.feature_block == 2 and not cfg.animation
+    assert cfg.reference_attention_blocks is None and cfg.feature_block is None and not cfg.animation  # family's
+    assert (resolve(cfg, SD).feature_block, resolve(cfg, SD).reference_attention_blocks) == (2, (2, 3))
+    assert (resolve(cfg, SDXL).feature_block, resolve(cfg, SDXL).reference_attention_blocks) == (1, (0, 1))
     changed = apply_overrides(cfg, ["drag_denoise_steps=3", "regularize_without_mask=false", "drag_step_size=2.5"])
     assert (changed.drag_denoise_steps, changed.regularize_without_mask, changed.drag_step_size) == (3, False, 2.5)
     for bad in (dict(supervision_steps_per_tracking=0), dict(early_stop_trackings=0), dict(drag_step_size=0),

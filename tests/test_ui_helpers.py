@@ -13,6 +13,8 @@ from PIL import Image
 
 from dragkit.config import DragDiffusionConfig
 from dragkit.datasets import RestrictedUnpickler
+from dragkit.family import SD, resolve
+from dragkit.family import SD, resolve
 from dragkit.types import DragError, DragRequest, DragResult
 from dragkit.ui import drawing, exchange, params
 from dragkit.ui import session as ss
@@ -134,7 +136,7 @@ def test_trajectory_animation_has_one_frame_per_step():
 # --- parameters ------------------------------------------------------------------------------------------------------
 
 def test_params_come_from_the_config_dataclass_with_paper_comments():
-    ps = params.method_params("dragdiffusion", DragDiffusionConfig(optimization_steps=3))
+    ps = params.method_params("dragdiffusion", resolve(DragDiffusionConfig(optimization_steps=3), SD), SD)
     by = {p.name: p for p in ps}
     assert [p.name for p in ps] == [f.name for f in dataclasses.fields(DragDiffusionConfig)]
     assert by["optimization_steps"].value == 3 and by["optimization_steps"].paper_default == 80
@@ -143,7 +145,8 @@ def test_params_come_from_the_config_dataclass_with_paper_comments():
     values = [params.format_value(p.kind, p.value) for p in ps]
     assert values[[p.name for p in ps].index("reference_attention_blocks")] == "2, 3"
     cfg = params.config_from_values(DragDiffusionConfig(), ps, values)
-    assert cfg == DragDiffusionConfig(optimization_steps=3)
+    assert cfg == resolve(DragDiffusionConfig(optimization_steps=3), SD)
+    assert by["feature_block"].value == by["feature_block"].paper_default == 2  # SD-1.5's choice, filled in
     values[[p.name for p in ps].index("latent_lr")] = -1.0
     with pytest.raises(DragError, match="latent_lr must be > 0"):
         params.config_from_values(DragDiffusionConfig(), ps, values)

@@ -52,10 +52,11 @@ def validate(cfg: Any) -> None:
 # 64². The supervision grid is half the image (256²); up_blocks[2]'s output — the last block with cross-attention
 # that still upsamples, at latent resolution (1/8 of the image) — bilinearly resized, is the reference's "feature
 # index 3": semantic enough to track, fine enough to move by a pixel.
-FEATURE_BLOCK_HELP = ("F: output of unet.up_blocks[feature_block], resized to the supervision grid (reference "
-                      "\"feature index 3\" = up_blocks[2], SD-1.5: 640 ch at 1/8 of the image)")
-REFERENCE_BLOCKS_HELP = ("decoder up_blocks whose self-attention reads the source branch's K/V (reference: the last "
-                         "decoder layers, up_blocks 2 and 3)")
+# SDXL's blocks that play these roles, and why, are in dragkit.family (None = the loaded model family's choice).
+FEATURE_BLOCK_HELP = ("F: output of unet.up_blocks[feature_block], resized to the supervision grid; None = the model "
+                      "family's (SD-1.5: 2, the reference's \"feature index 3\", 640 ch at 1/8 of the image; SDXL: 1)")
+REFERENCE_BLOCKS_HELP = ("decoder up_blocks whose self-attention reads the source branch's K/V; None = the model "
+                         "family's (SD-1.5: 2, 3 as the reference; SDXL: 0, 1)")
 
 
 @dataclass(frozen=True)
@@ -75,12 +76,12 @@ class MethodConfig:
     tracking_radius: int = param(3, "r2: point-tracking search window Ω(h, r2) is (2r2+1)²", min=0)
     stop_distance: float = param(2.0, "stop when every handle is < this many feature px from its target", min=0,
                                  open=True)
-    feature_block: int = param(2, FEATURE_BLOCK_HELP, min=0)
+    feature_block: Optional[int] = param(None, FEATURE_BLOCK_HELP, min=0)
     supervision_scale: float = param(0.5, "feature map is bilinearly resized to (int(s·H), int(s·W)) of the image",
                                      min=0, max=1, open=True)
     # --- reference-latent-control ---
     reference_attention: bool = param(True, "mutual self-attention while denoising the optimised latent")
-    reference_attention_blocks: tuple[int, ...] = param((2, 3), REFERENCE_BLOCKS_HELP, min=0)
+    reference_attention_blocks: Optional[tuple[int, ...]] = param(None, REFERENCE_BLOCKS_HELP, min=0)
     # --- identity-preserving LoRA (DragDiffusion §3.2, Eq. 2) ---
     lora_steps: int = param(80, "fine-tuning steps of the identity LoRA (0 = no LoRA)", min=0, max=100_000)
     lora_rank: int = param(16, "LoRA rank on to_q, to_k, to_v, to_out.0 of every UNet attention (alpha = rank)",
@@ -213,6 +214,11 @@ def config_fields(cfg_cls) -> dict[str, dataclasses.Field]:
 
 def _parse_value(text: str, typ: Any) -> Any:
     origin = typing.get_origin(typ)
+    if origin is typing.Union or type(typ).__name__ == "UnionType":  # Optional[X]: "none" / "auto" → None
+        if text.strip().lower() in ("none", "auto", ""):
+            return None
+        (typ,) = [t for t in typing.get_args(typ) if t is not type(None)]
+        return _parse_value(text, typ)
     if typ is bool:
         low = text.strip().lower()
         if low in ("1", "true", "yes", "on"):

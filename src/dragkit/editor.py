@@ -16,6 +16,7 @@ from .animation import draw_points
 from .checks import check_edit, check_finite
 from .config import METHODS, DragDiffusionConfig, GenerationConfig, MethodConfig
 from .config import default_config, method_names  # noqa: F401  (re-exported: the editor is where methods run)
+from .family import resolve as resolve_family_defaults
 from .freeu import freeu
 from .generation import Generation, generate
 from .hub import DEFAULT_MODEL
@@ -115,13 +116,15 @@ class DragEditor:
 
     def check(self, request: DragRequest, config: Optional[MethodConfig],
               generation: Optional[Generation] = None) -> MethodConfig:
-        """The config the edit will run with (default DragDiffusion; a generated image's step count and no LoRA),
-        checked against the request before any work."""
+        """The config the edit will run with — default DragDiffusion; a generated image's step count and no LoRA;
+        the model family's feature block and reference-attention blocks where left at None — checked against the
+        request and the model before any work."""
         config = config if config is not None else DragDiffusionConfig()
         if getattr(config, "method", None) not in METHODS or not isinstance(config, METHODS[config.method]):
             raise TypeError(f"not a method config: {type(config).__name__}")
         if generation is not None:
             config = generated_config(config, generation, request, self.model)
+        config = resolve_family_defaults(config, self.model.family)
         check_edit(self.model, request, config)
         return config
 

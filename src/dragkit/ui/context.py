@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..config import GenerationConfig, default_config, method_names
+from ..family import SD, resolve
 from . import params as params_mod
 from . import session as ss
 from .job import CancelFlags
@@ -33,14 +34,18 @@ class AppContext:
     @classmethod
     def create(cls, editor: Any, defaults: Optional[dict[str, Any]] = None, max_side: int = ss.DEFAULT_MAX_SIDE,
                work_dir: Optional[str] = None) -> AppContext:
-        """The context over ``editor``: ``defaults`` maps method → start config (paper defaults where missing)."""
+        """The context over ``editor``: ``defaults`` maps method → start config (paper defaults where missing), with
+        the loaded model family's layer choices and canvas size (SD-1.5 or SDXL) filled in."""
+        family = getattr(getattr(editor, "model", None), "family", SD)
         defaults = dict(defaults or {})
         for m in method_names():
-            defaults.setdefault(m, default_config(m))
+            defaults[m] = resolve(defaults.get(m) or default_config(m), family)
         work = Path(work_dir or tempfile.mkdtemp(prefix="dragkit-ui-"))
         work.mkdir(parents=True, exist_ok=True)
-        params = {m: params_mod.method_params(m, defaults[m]) for m in method_names()}
-        gen_params = {p.name: p for p in params_mod.method_params("generate", GenerationConfig())}
+        params = {m: params_mod.method_params(m, defaults[m], family) for m in method_names()}
+        size = family.default_size
+        gen_params = {p.name: p for p in params_mod.method_params("generate", GenerationConfig(width=size, height=size),
+                                                                    family)}
         return cls(editor, defaults, params, gen_params, work, max_side)
 
     @property

@@ -264,7 +264,8 @@ def imported_params(ctx: AppContext, extra: dict) -> Updates:
     updates: Updates = {"method": name}
     for p in ctx.params[name]:
         if p.name in cfg:
-            value = tuple(cfg[p.name]) if p.kind == "tuple" else cfg[p.name]
+            value = cfg[p.name]
+            value = tuple(value) if p.kind == "tuple" and value is not None else value
             updates[params_mod.param_id(name, p.name)] = params_mod.format_value(p.kind, value)
     return updates
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import apply_overrides, field_help
+from ..family import SD, Family, resolve
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,9 @@ class Param:
 
 
 def _kind(typ: Any) -> str:
+    optional = [t for t in typing.get_args(typ) if t is not type(None)]
+    if len(optional) == 1 and type(None) in typing.get_args(typ):  # Optional[X]: X's widget (None = the family's)
+        typ = optional[0]
     if typ is bool:
         return "bool"
     if typ is int:
@@ -33,12 +37,13 @@ def _kind(typ: Any) -> str:
     return "str"
 
 
-def method_params(method: str, config: Any) -> list[Param]:
-    """One :class:`Param` per field of ``config`` (an instance of the method's config class)."""
+def method_params(method: str, config: Any, family: Family = SD) -> list[Param]:
+    """One :class:`Param` per field of ``config`` (an instance of the method's config class); paper defaults as the
+    model ``family`` resolves them."""
     cls = type(config)
     hints = typing.get_type_hints(cls)
     helps = field_help(cls)
-    paper = cls()
+    paper = resolve(cls(), family)
     return [Param(method, f.name, _kind(hints[f.name]), getattr(config, f.name), getattr(paper, f.name),
                   helps[f.name]) for f in dataclasses.fields(cls)]
 
@@ -46,7 +51,7 @@ def method_params(method: str, config: Any) -> list[Param]:
 def format_value(kind: str, value: Any) -> Any:
     """A config value as its widget shows it (tuples as "2, 3")."""
     if kind == "tuple":
-        return ", ".join(str(v) for v in value)
+        return "" if value is None else ", ".join(str(v) for v in value)
     return value
 
 
@@ -55,7 +60,7 @@ def config_from_values(default: Any, params: list[Param], values: list[Any]) -> 
     assignments = []
     for p, v in zip(params, values):
         if p.kind == "tuple":
-            v = "(" + str(v if v is not None else "") + ")"
+            v = "(" + str(v) + ")" if v not in (None, "") else "auto"  # empty: the model family's choice
         elif p.kind == "float" and v is not None:
             v = repr(float(v))
         elif p.kind == "int" and isinstance(v, float) and v.is_integer():
