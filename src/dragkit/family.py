@@ -48,7 +48,10 @@ def family_of(unet) -> Family:
 
 
 def resolve(config, family: Family):
-    """``config`` with every family-dependent field left at None set to ``family``'s value."""
-    changes = {name: getattr(family, name) for name in ("feature_block", "reference_attention_blocks")
+    """``config`` (a method or generation config) with every family-dependent field left at None set to
+    ``family``'s value: the layer choices, and a generation's width / height (the default canvas)."""
+    values = {"feature_block": family.feature_block, "reference_attention_blocks": family.reference_attention_blocks,
+              "width": family.default_size, "height": family.default_size}
+    changes = {name: value for name, value in values.items()
                if hasattr(config, name) and getattr(config, name) is None}
     return dataclasses.replace(config, **changes) if changes else config

@@ -35,6 +35,7 @@ from PIL import Image
 
 from . import sampling, stages
 from .config import GenerationConfig, config_to_dict
+from .family import resolve
 from .freeu import freeu
 from .models import DiffusionModel
 from .types import DragError, ProgressCallback, ProgressEvent
@@ -90,7 +91,9 @@ def initial_noise(model: DiffusionModel, config: GenerationConfig, init_sigma: f
 def generate(model: DiffusionModel, config: GenerationConfig,
              callback: Optional[ProgressCallback] = None) -> Generation:
     """Sample an image with ``config`` (the narrative in the module docstring); ``callback`` gets a
-    ``ProgressEvent("generation", i, T)`` per step (raise :class:`EditCancelled` in it to stop)."""
+    ``ProgressEvent("generation", i, T)`` per step (raise :class:`EditCancelled` in it to stop). A width / height
+    left at None is the model family's default canvas (the generation's config records the value used)."""
+    config = resolve(config, model.family)
     check_size(config, model.vae_scale_factor)
     start = time.perf_counter()
     scheduler = sampling.make_scheduler(model.scheduler_config, config.scheduler, config.num_inference_steps)
