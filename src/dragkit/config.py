@@ -181,10 +181,10 @@ class GenerationConfig:
     num_inference_steps: int = param(50, "T: sampling steps (the drag later starts at step T − round(T·strength))",
                                      min=1, max=1000)
     scheduler: str = param("ddim", "sampler: ddim (reference DDIM config) | dpm++2m | dpm++2m-karras")
-    width: Optional[int] = param(None, "W in pixels, a multiple of the VAE factor (8 for SD); None = the model "
-                                       "family's default (SD-1.5 512, SDXL 1024)", min=1)
-    height: Optional[int] = param(None, "H in pixels, a multiple of the VAE factor (8 for SD); None = the model "
-                                        "family's default (SD-1.5 512, SDXL 1024)", min=1)
+    width: Optional[int] = param(None, "W in pixels, a multiple of the VAE factor (8 for SD); None = the model's "
+                                       "default (SD-1.5 512, SDXL 1024)", min=1)
+    height: Optional[int] = param(None, "H in pixels, a multiple of the VAE factor (8 for SD); None = the model's "
+                                        "default (SD-1.5 512, SDXL 1024)", min=1)
     # --- FreeU (Si et al., CVPR 2024) through diffusers' enable_freeu; all 1.0 = off (reference UI defaults) ---
     freeu_b1: float = param(1.0, "b1: backbone factor of the first decoder stage (reference slider 1–1.6)", min=0,
                             open=True)

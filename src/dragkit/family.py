@@ -1,6 +1,7 @@
 """Model families (SD-1.5, SDXL): the one place where they differ besides conditioning
-(:meth:`dragkit.models.DiffusionModel.conditioning`) — which decoder block gives the supervision features, which
-decoder self-attention reads the source branch, and the default canvas. A method config leaves
+(:meth:`dragkit.models.DiffusionModel.conditioning`) — which decoder block gives the supervision features and which
+decoder self-attention reads the source branch. (The default canvas is the model's own, as diffusers pipelines take
+it: ``unet.config.sample_size`` × the VAE factor — 512 for SD-1.5, 1024 for SDXL.) A method config leaves
 ``feature_block`` / ``reference_attention_blocks`` at ``None`` ("the family's"), and :func:`resolve` fills them in
 before an edit, so the config on the result (and in ``--json``) holds the values that ran.
 
@@ -34,11 +35,10 @@ class Family:
     name: str  # "sd" or "sdxl"
     feature_block: int  # decoder block whose output is F
     reference_attention_blocks: tuple[int, ...]  # decoder blocks whose self-attention reads the source K/V
-    default_size: int  # default canvas side (pixels)
 
 
-SD = Family("sd", feature_block=2, reference_attention_blocks=(2, 3), default_size=512)
-SDXL = Family("sdxl", feature_block=1, reference_attention_blocks=(0, 1), default_size=1024)
+SD = Family("sd", feature_block=2, reference_attention_blocks=(2, 3))
+SDXL = Family("sdxl", feature_block=1, reference_attention_blocks=(0, 1))
 FAMILIES = {f.name: f for f in (SD, SDXL)}
 
 
@@ -47,11 +47,11 @@ def family_of(unet) -> Family:
     return SDXL if getattr(unet.config, "addition_embed_type", None) == "text_time" else SD
 
 
-def resolve(config, family: Family):
-    """``config`` (a method or generation config) with every family-dependent field left at None set to
-    ``family``'s value: the layer choices, and a generation's width / height (the default canvas)."""
+def resolve(config, family: Family, default_size: int = 512):
+    """``config`` (a method or generation config) with every model-dependent field left at None set: the family's
+    layer choices, and a generation's width / height to the model's ``default_size``."""
     values = {"feature_block": family.feature_block, "reference_attention_blocks": family.reference_attention_blocks,
-              "width": family.default_size, "height": family.default_size}
+              "width": default_size, "height": default_size}
     changes = {name: value for name, value in values.items()
                if hasattr(config, name) and getattr(config, name) is None}
     return dataclasses.replace(config, **changes) if changes else config

@@ -92,8 +92,8 @@ def generate(model: DiffusionModel, config: GenerationConfig,
              callback: Optional[ProgressCallback] = None) -> Generation:
     """Sample an image with ``config`` (the narrative in the module docstring); ``callback`` gets a
     ``ProgressEvent("generation", i, T)`` per step (raise :class:`EditCancelled` in it to stop). A width / height
-    left at None is the model family's default canvas (the generation's config records the value used)."""
-    config = resolve(config, model.family)
+    left at None is the model's default canvas (the generation's config records the value used)."""
+    config = resolve(config, model.family, model.default_size)
     check_size(config, model.vae_scale_factor)
     start = time.perf_counter()
     scheduler = sampling.make_scheduler(model.scheduler_config, config.scheduler, config.num_inference_steps)

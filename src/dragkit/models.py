@@ -91,6 +91,12 @@ class DiffusionModel:
         return self.unet.dtype
 
     @property
+    def default_size(self) -> int:
+        """The canvas side the model was made for, as diffusers pipelines take it: ``unet.config.sample_size`` × the
+        VAE factor (SD-1.5 512, SDXL 1024)."""
+        return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+    @property
     def vae_scale_factor(self) -> int:
         """Pixels per latent pixel, from the VAE config (2^(number of down blocks − 1))."""
         return 2 ** (len(self.vae.config.block_out_channels) - 1)

@@ -10,6 +10,9 @@ it.
 Stages: (1) VAE: MSE + 1e-6·KL; (2) latent statistics → ``scaling_factor`` = 1/std; (3) UNet (ε-prediction,
 uniform t) and text encoder jointly, captions dropped 10 % of the time (classifier-free guidance), EMA of the
 weights (decay 0.999) is what is exported.
+
+``arch="sdxl"`` trains the XL toy (:mod:`.model`: SDXL's UNet layout and two text encoders) with the same recipe; with
+``vae_from`` (a trained shapes model folder) stages 1–2 are skipped and that VAE, with its scaling factor, is used.
 """
 
 from __future__ import annotations
@@ -132,12 +135,31 @@ def _ema_update(ema: torch.nn.Module, live: torch.nn.Module, decay: float) -> No
             pe.lerp_(pl, 1 - decay)
 
 
+def build_denoiser(arch: str):
+    """(UNet, text module) of ``arch``: SD's UNet and one text encoder, or the XL toy's UNet and its two encoders
+    (one ``ModuleList``, so checkpoints and the EMA treat them as one module)."""
+    if arch == "sdxl":
+        return shapes_model.build_unet_xl(), torch.nn.ModuleList(shapes_model.build_text_encoders_xl())
+    return shapes_model.build_unet(), shapes_model.build_text_encoder()
+
+
+def caption_conditioning(arch: str, text_encoder, tokenizer, captions: list[str], drop: torch.Tensor) -> dict:
+    """UNet keyword arguments for a batch of captions, the ones where ``drop`` is set made unconditional: the empty
+    caption (SD) or zero embeddings (SDXL's ``force_zeros_for_empty_prompt``)."""
+    if arch != "sdxl":
+        captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
+    ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    if arch == "sdxl":
+        return shapes_model.xl_conditioning(text_encoder, ids, drop)
+    return {"encoder_hidden_states": text_encoder(ids)[0]}
+
+
 def train_unet(work: Path, vae, scaling: float, steps: int, batch_size: int = 16, lr: float = 5e-4,
-               checkpoint_every: int = 200, progress: bool = True):
-    """Stage 3. Returns (EMA UNet, EMA text encoder), eval mode."""
+               checkpoint_every: int = 200, progress: bool = True, arch: str = "sd"):
+    """Stage 3. Returns (EMA UNet, EMA text module), eval mode."""
     ckpt = work / "unet.pt"
     torch.manual_seed(0)
-    unet, text_encoder = shapes_model.build_unet(), shapes_model.build_text_encoder()
+    unet, text_encoder = build_denoiser(arch)
     tokenizer = shapes_model.build_tokenizer()
     scheduler = shapes_model.build_scheduler()
     params = list(unet.parameters()) + list(text_encoder.parameters())
@@ -159,13 +181,11 @@ def train_unet(work: Path, vae, scaling: float, steps: int, batch_size: int = 16
             posterior = vae.encode(x).latent_dist
             z0 = (posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)) * scaling
         drop = torch.rand(batch_size, generator=gen) < CAPTION_DROP
-        captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
-        ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
         t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=gen)
         noise = torch.randn(z0.shape, generator=gen)
         a = alphas[t].view(-1, 1, 1, 1)
         zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
-        pred = unet(zt, t, encoder_hidden_states=text_encoder(ids)[0]).sample
+        pred = unet(zt, t, **caption_conditioning(arch, text_encoder, tokenizer, captions, drop)).sample
         loss = F.mse_loss(pred, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -185,18 +205,29 @@ def train_unet(work: Path, vae, scaling: float, steps: int, batch_size: int = 16
 
 
 def train(work: str | Path, export: Optional[str | Path], vae_steps: int, unet_steps: int, vae_batch: int = 16,
-          unet_batch: int = 16, checkpoint_every: int = 200, progress: bool = True, vae_crop: int = 32):
+          unet_batch: int = 16, checkpoint_every: int = 200, progress: bool = True, vae_crop: int = 32,
+          arch: str = "sd", vae_from: Optional[str | Path] = None):
     """All stages; exports the pipeline (fp16 safetensors diffusers folder) to ``export`` when given."""
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
-    vae = train_vae(work, vae_steps, vae_batch, checkpoint_every=checkpoint_every, progress=progress,
-                    crop=vae_crop)
-    scaling = latent_scaling_factor(vae)
-    vae.register_to_config(scaling_factor=scaling)
+    if vae_from is not None:
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(str(Path(vae_from) / "vae"), dtype=torch.float32)
+        vae = vae.eval().requires_grad_(False)
+        scaling = float(vae.config.scaling_factor)
+    else:
+        vae = train_vae(work, vae_steps, vae_batch, checkpoint_every=checkpoint_every, progress=progress,
+                        crop=vae_crop)
+        scaling = latent_scaling_factor(vae)
+        vae.register_to_config(scaling_factor=scaling)
     logger.info("latent scaling factor %.5f", scaling)
     unet, text_encoder = train_unet(work, vae, scaling, unet_steps, unet_batch, checkpoint_every=checkpoint_every,
-                                    progress=progress)
-    pipe = shapes_model.assemble_pipeline(vae, unet, text_encoder)
+                                    progress=progress, arch=arch)
+    if arch == "sdxl":
+        pipe = shapes_model.assemble_pipeline_xl(vae, unet, list(text_encoder))
+    else:
+        pipe = shapes_model.assemble_pipeline(vae, unet, text_encoder)
     if export is not None:
         export = Path(export)
         tmp = export.with_name(export.name + ".tmp")

@@ -23,6 +23,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unet-batch", type=positive_int, default=16, help="default: %(default)s")
     p.add_argument("--vae-crop", type=positive_int, default=32,
                    help="VAE trains on crops of this size (default: %(default)s)")
+    p.add_argument("--arch", choices=("sd", "sdxl"), default="sd",
+                   help="sd: the SD-1.5-layout toy; sdxl: the XL toy (SDXL's UNet layout, two text encoders)")
+    p.add_argument("--vae-from", default=None, metavar="MODEL_DIR",
+                   help="use this trained shapes model's VAE (skips VAE training), e.g. for the XL toy")
     p.add_argument("--checkpoint-every", type=positive_int, default=200, help="default: %(default)s")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -38,5 +42,5 @@ def run_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     logging.getLogger("dragkit").setLevel(logging.INFO)
     train(args.work, args.export, args.vae_steps, args.unet_steps, args.vae_batch, args.unet_batch,
-          args.checkpoint_every, not args.no_progress, args.vae_crop)
+          args.checkpoint_every, not args.no_progress, args.vae_crop, args.arch, args.vae_from)
     return 0

@@ -3,8 +3,10 @@ the folder for written files, the device lock and the cancel flags. No Gradio; n
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import threading
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -14,6 +16,15 @@ from ..family import SD, resolve
 from . import params as params_mod
 from . import session as ss
 from .job import CancelFlags
+
+KEEP_RUN_DIRS = 64  # per-run folders (edit-, export-, import-, traj-) kept in the work folder
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 @dataclass
@@ -35,25 +46,40 @@ class AppContext:
     def create(cls, editor: Any, defaults: Optional[dict[str, Any]] = None, max_side: int = ss.DEFAULT_MAX_SIDE,
                work_dir: Optional[str] = None) -> AppContext:
         """The context over ``editor``: ``defaults`` maps method → start config (paper defaults where missing), with
-        the loaded model family's layer choices and canvas size (SD-1.5 or SDXL) filled in."""
-        family = getattr(getattr(editor, "model", None), "family", SD)
+        the loaded model family's layer choices (SD-1.5 or SDXL) and the model's canvas size filled in. Without ``work_dir`` the
+        files go to a new ``dragkit-ui-*`` folder in the temp dir, removed with the context (at the latest when the
+        process exits)."""
+        model = getattr(editor, "model", None)
+        family, size = getattr(model, "family", SD), getattr(model, "default_size", 512)
         defaults = dict(defaults or {})
         for m in method_names():
             defaults[m] = resolve(defaults.get(m) or default_config(m), family)
         work = Path(work_dir or tempfile.mkdtemp(prefix="dragkit-ui-"))
         work.mkdir(parents=True, exist_ok=True)
         params = {m: params_mod.method_params(m, defaults[m], family) for m in method_names()}
-        size = family.default_size
         gen_params = {p.name: p for p in params_mod.method_params("generate", GenerationConfig(width=size, height=size),
                                                                     family)}
-        return cls(editor, defaults, params, gen_params, work, max_side)
+        ctx = cls(editor, defaults, params, gen_params, work, max_side)
+        if work_dir is None:
+            ctx._cleanup = weakref.finalize(ctx, shutil.rmtree, str(work), True)
+        return ctx
+
+    def close(self) -> None:
+        """Remove the work folder now (when the context made it)."""
+        cleanup = getattr(self, "_cleanup", None)
+        if cleanup is not None:
+            cleanup()
 
     @property
     def methods(self) -> list[str]:
         return list(self.params)
 
     def fresh_dir(self, prefix: str) -> Path:
-        """A new folder under the work folder (one per export, import, edit…)."""
+        """A new folder under the work folder (one per export, import, edit…); only the newest
+        :data:`KEEP_RUN_DIRS` are kept (Gradio serves its own copies of what a page shows)."""
+        folders = sorted((d for d in self.work.iterdir() if d.is_dir()), key=_mtime)
+        for old in folders[:max(0, len(folders) - KEEP_RUN_DIRS + 1)]:
+            shutil.rmtree(old, ignore_errors=True)
         return Path(tempfile.mkdtemp(prefix=prefix, dir=self.work))
 
     def config_for(self, method: str, values: list[Any]) -> Any:
