@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py                          # tiny offline model, CPU, 512×512, paper defaults
     python scripts/benchmark.py --arch sd15 --device cuda  # full-size SD-1.5 architecture, random weights (GPU)
+    python scripts/benchmark.py --arch sdxl --size 1024 --device cuda --dtype fp16   # full-size SDXL architecture
     python scripts/benchmark.py --model PATH_OR_HUB_ID   # any real model
     python scripts/benchmark.py --generated --sizes 768x512,512x1024   # generation + generated-image drag
 
@@ -105,6 +106,39 @@ def build_sd15_random(device, dtype) -> DiffusionModel:
     return DiffusionModel.from_pipeline(pipe, name="sd15-architecture-random")
 
 
+def build_sdxl_random(device, dtype) -> DiffusionModel:
+    """SDXL base's UNet (2.6 B), VAE (scaling 0.13025, force_upcast) and both text encoders (CLIP-L 768 and
+    OpenCLIP-bigG 1280 with projection) at full size with random weights (no download)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from dragkit.testing import build_tiny_sdxl_pipeline
+    from dragkit.tokenizer import VOCAB_SIZE
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=128, cross_attention_dim=2048, attention_head_dim=(5, 10, 20), use_linear_projection=True,
+        block_out_channels=(320, 640, 1280), layers_per_block=2, transformer_layers_per_block=(1, 2, 10),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        addition_embed_type="text_time", addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816)
+    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                        scaling_factor=0.13025, force_upcast=True, sample_size=1024)
+
+    def text(hidden, layers, heads, **kw):
+        return CLIPTextConfig(vocab_size=VOCAB_SIZE, hidden_size=hidden, intermediate_size=4 * hidden,
+                              num_hidden_layers=layers, num_attention_heads=heads, max_position_embeddings=77,
+                              bos_token_id=512, eos_token_id=513, pad_token_id=513, **kw)
+
+    pipe = build_tiny_sdxl_pipeline()
+    pipe.unet, pipe.vae = unet, vae
+    pipe.text_encoder = CLIPTextModel(text(768, 12, 12))
+    pipe.text_encoder_2 = CLIPTextModelWithProjection(text(1280, 32, 20, projection_dim=1280))
+    pipe.to(device, dtype)
+    return DiffusionModel.from_pipeline(pipe, name="sdxl-architecture-random")
+
+
 def test_image(size: int) -> tuple[Image.Image, np.ndarray]:
     yy, xx = np.mgrid[0:size, 0:size] / size
     rgb = np.stack([xx, yy, 0.5 + 0.5 * np.sin(8 * xx) * np.cos(6 * yy)], -1)
@@ -119,6 +153,8 @@ def load_model(args, device, dtype) -> DiffusionModel:
     torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
     if args.arch == "sd15":
         return build_sd15_random(device, dtype)
+    if args.arch == "sdxl":
+        return build_sdxl_random(device, dtype)
     if args.model:
         return DiffusionModel.from_pretrained(args.model, device=str(device), dtype=dtype)
     from dragkit.testing import build_tiny_pipeline
@@ -218,7 +254,8 @@ def markdown(rows: list[dict]) -> str:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="model to load (default: the tiny offline model)")
-    p.add_argument("--arch", choices=["tiny", "sd15"], default="tiny", help="random-weight architecture to build")
+    p.add_argument("--arch", choices=["tiny", "sd15", "sdxl"], default="tiny",
+                   help="random-weight architecture to build (sdxl: use --size 1024)")
     p.add_argument("--device")
     p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--size", type=int, default=512)
