@@ -113,3 +113,25 @@ def test_tracking_at_the_border_and_ties():
     ref = torch.zeros(2, 2)
     # all candidates tie → first in row-major order of the clipped window
     assert track_points(ref, f, handles, radius=3).tolist() == [[0.0, 0.0], [2.0, 2.0]]
+
+
+def test_lazy_feature_map_equals_the_resized_map_and_its_gradient():
+    """FeatureMap reads F on the grid without building it: same values as F.interpolate (bilinear, align_corners
+    False) at every grid point, and the same gradient into the block's output; CFG halves weighted (1 − c, c)."""
+    from dragkit.features import FeatureMap, resize_features
+
+    g = torch.Generator().manual_seed(0)
+    for raw_hw, grid_hw, weights in [((8, 12), (32, 48), None), ((13, 9), (30, 21), (0.4, 0.6)),
+                                      ((6, 6), (6, 6), None)]:
+        raw = torch.randn(1 if weights is None else 2, 5, *raw_hw, generator=g, requires_grad=True)
+        fm = FeatureMap(raw, grid_hw, weights)
+        dense = fm.dense()
+        rows, cols = torch.meshgrid(torch.arange(grid_hw[0]), torch.arange(grid_hw[1]), indexing="ij")
+        lazy = fm.at(rows.reshape(-1), cols.reshape(-1)).reshape(dense.shape[1:])
+        torch.testing.assert_close(lazy, dense[0], atol=1e-5, rtol=0)  # float rounding of the source index
+        if weights is None:
+            torch.testing.assert_close(dense, resize_features(raw, grid_hw), atol=0, rtol=0)
+        points = torch.tensor([[3.3, 4.6], [0.0, 0.2], [grid_hw[0] - 1.0, grid_hw[1] - 1.5]])
+        (grad_lazy,) = torch.autograd.grad(sample_points(fm, points).square().sum(), raw)
+        (grad_dense,) = torch.autograd.grad(sample_points(dense, points).square().sum(), raw)
+        torch.testing.assert_close(grad_lazy, grad_dense, atol=1e-5, rtol=1e-5)

@@ -87,6 +87,7 @@ class TextConditioning:
         """The UNet's raw output of :meth:`latents` → one prediction per latent (CFG-combined when guided)."""
         return cfg_output(*raw.chunk(2), self.scale) if self.guided else raw
 
-    def features(self, raw: torch.Tensor) -> torch.Tensor:
-        """Decoder features of :meth:`latents` → one map per latent (weighted channel concatenation when guided)."""
-        return cfg_features(*raw.chunk(2), self.scale) if self.guided else raw
+    @property
+    def feature_weights(self) -> Optional[tuple[float, float]]:
+        """(1 − c, c) of the CFG feature concatenation when guided, else None (one branch)."""
+        return (1.0 - cfg_weight(self.scale), cfg_weight(self.scale)) if self.guided else None

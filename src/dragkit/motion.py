@@ -1,6 +1,7 @@
 """Motion supervision (DragDiffusion Eq. 3; GoodDrag Eq. 8), as pure functions on feature maps.
 
-Feature maps are 1×C×h×w; points are (row, col) on that grid. Patches are sampled bilinearly with clamped (border
+Feature maps are :class:`~dragkit.features.FeatureMap` (read lazily on the supervision grid) or dense 1×C×h×w
+tensors; points are (row, col) on that grid. Patches are sampled bilinearly with clamped (border
 replicate) indices, so handles anywhere, borders included, are safe; inside the map this equals the reference's
 "four integer-shifted slices weighted by the fractional offsets".
 """
@@ -12,27 +13,26 @@ from typing import Callable, Optional
 
 import torch
 
+from .features import FeatureMap
 
-def sample_points(features: torch.Tensor, rc: torch.Tensor) -> torch.Tensor:
-    """Bilinear samples of ``features`` (1×C×h×w) at float positions ``rc`` (…×2, (row, col)) → C×… .
 
-    Out-of-map positions are clamped to the border. Differentiable in ``features``.
+def sample_points(features: FeatureMap | torch.Tensor, rc: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples of the feature map (a :class:`~dragkit.features.FeatureMap` or a dense 1×C×h×w tensor) at
+    float positions ``rc`` (…×2, (row, col)) → C×… .
+
+    Out-of-map positions are clamped to the border. Differentiable in the features.
     """
-    _, c, h, w = features.shape
+    fm = FeatureMap.of(features)
+    c = fm.shape[1]
     flat = rc.reshape(-1, 2)
     r0, c0 = flat[:, 0].floor(), flat[:, 1].floor()
     fr, fc = flat[:, 0] - r0, flat[:, 1] - c0
     r0, c0 = r0.long(), c0.long()
-    f = features[0]
-
-    def at(r, cc):
-        return f[:, r.clamp(0, h - 1), cc.clamp(0, w - 1)]
-
     out = (
-        at(r0, c0) * ((1 - fr) * (1 - fc))
-        + at(r0 + 1, c0) * (fr * (1 - fc))
-        + at(r0, c0 + 1) * ((1 - fr) * fc)
-        + at(r0 + 1, c0 + 1) * (fr * fc)
+        fm.at(r0, c0) * ((1 - fr) * (1 - fc))
+        + fm.at(r0 + 1, c0) * (fr * (1 - fc))
+        + fm.at(r0, c0 + 1) * ((1 - fr) * fc)
+        + fm.at(r0 + 1, c0 + 1) * (fr * fc)
     )
     return out.reshape(c, *rc.shape[:-1])
 

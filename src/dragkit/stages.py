@@ -28,7 +28,7 @@ from PIL import Image
 from . import points
 from . import sampling
 from .ddim import ddim_invert, make_scheduler, start_index
-from .features import capture_features, resize_features, supervision_size
+from .features import FeatureMap, capture_features, supervision_size
 from .guidance import TextConditioning
 from .models import DiffusionModel
 from .reference_attention import reference_attention
@@ -141,14 +141,15 @@ def unet_eps(model: DiffusionModel, z: torch.Tensor, t: int, text: TextCondition
 
 
 class FeatureModel:
-    """UNet forward that also returns F(z_t) on the supervision grid (features captured by a forward hook)."""
+    """UNet forward that also returns F(z_t) on the supervision grid (features captured by a forward hook), as a
+    lazily read :class:`~dragkit.features.FeatureMap`: no full-resolution map is built."""
 
     def __init__(self, model: DiffusionModel, capture, grid_hw: tuple[int, int]):
         self.model, self.capture, self.grid_hw = model, capture, grid_hw
 
-    def __call__(self, z: torch.Tensor, t: int, text: TextConditioning) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, z: torch.Tensor, t: int, text: TextConditioning) -> tuple[torch.Tensor, FeatureMap]:
         eps = unet_eps(self.model, z, t, text)
-        return eps, text.features(resize_features(self.capture.pop(), self.grid_hw))
+        return eps, FeatureMap(self.capture.pop(), self.grid_hw, text.feature_weights)
 
 
 @contextmanager

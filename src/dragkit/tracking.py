@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .features import FeatureMap
 from .motion import clipped_window
 
 
@@ -12,15 +13,16 @@ def track_points(
 ) -> torch.Tensor:
     """h_i ← argmin_{q ∈ Ω(h_i, r2)} ‖F_q − F⁰_{h_i⁰}‖₁ for every handle; returns new N×2 (row, col), inputs untouched.
 
-    ``reference_vectors`` is N×C (the reference features at the *initial* handles); ``features`` 1×C×h×w. The window
+    ``reference_vectors`` is N×C (the reference features at the *initial* handles); ``features`` a
+    :class:`~dragkit.features.FeatureMap` or a dense 1×C×h×w tensor. The window
     is clipped to the map (the reference GoodDrag code does not clip and breaks near borders). Ties resolve to the
     first minimum in row-major order, as ``argmin`` does.
     """
-    f = features[0]
+    fm = FeatureMap.of(features)
     new = []
     for ref, handle in zip(reference_vectors, handles):
-        window = clipped_window(handle, radius, f.shape[-2:]).long()
-        candidates = f[:, window[:, 0], window[:, 1]]  # C×M
+        window = clipped_window(handle, radius, fm.grid_hw).long()
+        candidates = fm.at(window[:, 0], window[:, 1])  # C×M
         dist = (candidates - ref[:, None]).abs().sum(dim=0)
         new.append(window[dist.argmin()].to(handles.dtype))
     return torch.stack(new) if new else handles.clone()
@@ -29,4 +31,4 @@ def track_points(
 def reference_vectors_at(features: torch.Tensor, points_rc: torch.Tensor) -> torch.Tensor:
     """N×C feature vectors at integer (row, col) points (the initial handles, as the reference int-casts them)."""
     idx = points_rc.round().long()
-    return features[0][:, idx[:, 0], idx[:, 1]].T.detach()
+    return FeatureMap.of(features).at(idx[:, 0], idx[:, 1]).T.detach()
