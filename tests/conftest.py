@@ -8,6 +8,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+# Property-based tests (hypothesis): HYPOTHESIS_PROFILE=ci (default, a few dozen cases per property) or big (the
+# documented 10 000+ case run of tests/test_fuzz.py, see the README).
+try:
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True)
+    _hypothesis_settings.register_profile("big", max_examples=1000, deadline=None)
+    _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+except ImportError:  # hypothesis is a test extra; without it the fuzz tests skip
+    pass
+
 REPO = Path(__file__).resolve().parents[1]
 # The one place that knows where ../shared is: $DRAGKIT_SHARED, else the folder beside the checkout.
 SHARED = Path(os.environ.get("DRAGKIT_SHARED", REPO.parent / "shared"))

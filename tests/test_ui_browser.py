@@ -314,3 +314,16 @@ def test_generate_then_drag_the_generated_image(browser, server, assets):
     _status(page).to_contain_text("generated image: dragged from its saved latents")
     assert _result_size(page) == (96, 64)
     context.close()
+
+
+def test_a_huge_upload_is_downscaled_in_the_browser_with_a_note(browser, server, tmp_path):
+    """A 12-megapixel photo would keep the canvas editor busy for a minute or more at full size; the page hands it
+    a copy downscaled to --max-side (1024) at once, and says so under the editor."""
+    big = tmp_path / "big.jpg"
+    _picture(4096, 3072).save(big, quality=85)
+    context, page = _open(browser, server)
+    page.locator("#input-editor input[type=file]").set_input_files(str(big))
+    _status(page).to_contain_text("Image 1024×768.", timeout=30_000)
+    expect(page.locator("#dragkit-upload-note")).to_contain_text("The image is 4096×3072")
+    context.close()
+    assert server["proc"].poll() is None

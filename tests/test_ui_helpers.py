@@ -14,7 +14,6 @@ from PIL import Image
 from dragkit.config import DragDiffusionConfig
 from dragkit.datasets import RestrictedUnpickler
 from dragkit.family import SD, resolve
-from dragkit.family import SD, resolve
 from dragkit.types import DragError, DragRequest, DragResult
 from dragkit.ui import drawing, exchange, params
 from dragkit.ui import session as ss

@@ -25,13 +25,21 @@ def draw_points(image: Image.Image, handles: Sequence[Point], targets: Sequence[
     return out
 
 
+def write_animation(frames: Sequence[Image.Image], path: str | Path, frame_ms: int = 250,
+                    hold_ms: int = 1000) -> None:
+    """Write ``frames`` at ``path`` as a looping GIF (first and last frames held for ``hold_ms``)."""
+    if not frames:
+        raise DragError("no animation frames were recorded")
+    durations = [frame_ms] * len(frames)
+    durations[0] = durations[-1] = hold_ms
+    frames[0].save(path, format="GIF", save_all=True, append_images=list(frames[1:]), duration=durations, loop=0)
+
+
 def save_animation(frames: Sequence[Image.Image], path: str | Path, frame_ms: int = 250, hold_ms: int = 1000) -> None:
     """Write ``frames`` as a looping GIF (first and last frames held for ``hold_ms``), atomically."""
     if Path(path).suffix.lower() != ".gif":
         raise DragError(f"--trajectory {path}: the animation is written as a .gif")
     if not frames:
         raise DragError("no animation frames were recorded")
-    durations = [frame_ms] * len(frames)
-    durations[0] = durations[-1] = hold_ms
     with atomic_path(path) as tmp:
-        frames[0].save(tmp, format="GIF", save_all=True, append_images=list(frames[1:]), duration=durations, loop=0)
+        write_animation(frames, tmp, frame_ms, hold_ms)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 from PIL import Image
 
-from .io import load_image, load_json, load_mask
+from .io import DEFAULT_MAX_PIXELS, load_image, load_json, load_mask
 from .types import DragError, DragRequest
 
 
@@ -83,20 +83,25 @@ def pairs_from_alternating(points: Any, source: str) -> tuple[list, list]:
     return pts[0::2], pts[1::2]
 
 
-def read_dragbench_sample(sample_dir: str | Path) -> DragRequest:
-    """A DragBench sample folder: original_image.png + meta_data.pkl {prompt, points [[x,y]…], mask (1 = editable)}."""
+def read_dragbench_sample(sample_dir: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> DragRequest:
+    """A DragBench sample folder: original_image.png + meta_data.pkl {prompt, points [[x,y]…], mask (1 = editable;
+    all zeros = nothing painted = the whole image)}."""
     sample_dir = Path(sample_dir)
     meta = safe_pickle_load(sample_dir / "meta_data.pkl")
     if not isinstance(meta, dict) or "points" not in meta:
         raise DragError(f"{sample_dir}/meta_data.pkl: expected a dict with 'points'")
     handles, targets = pairs_from_alternating(meta["points"], str(sample_dir))
     mask = meta.get("mask")
-    mask = None if mask is None or not np.any(np.asarray(mask)) else (np.asarray(mask) > 0).astype(np.uint8)
-    return DragRequest(load_image(sample_dir / "original_image.png"), handles, targets, mask,
-                       str(meta.get("prompt", "")))
+    try:
+        mask = None if mask is None or not np.any(np.asarray(mask)) else (np.asarray(mask) > 0).astype(np.uint8)
+    except (TypeError, ValueError):
+        raise DragError(f"{sample_dir}/meta_data.pkl: 'mask' must be an H×W array") from None
+    prompt = meta.get("prompt", "")
+    return DragRequest(load_image(sample_dir / "original_image.png", max_pixels), handles, targets, mask,
+                       prompt if isinstance(prompt, str) else str(prompt))
 
 
-def read_drag100_sample(sample_dir: str | Path) -> DragRequest:
+def read_drag100_sample(sample_dir: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> DragRequest:
     """A Drag100 sample folder: original.jpg + mask.png (0/255) + points.json {"points": [...]}; empty prompt."""
     sample_dir = Path(sample_dir)
     points_file = sample_dir / "points.json"
@@ -105,8 +110,8 @@ def read_drag100_sample(sample_dir: str | Path) -> DragRequest:
         raise DragError(f"{points_file}: expected {{\"points\": [[x, y], ...]}}")
     handles, targets = pairs_from_alternating(data["points"], str(points_file))
     mask_file = sample_dir / "mask.png"
-    mask = load_mask(mask_file) if mask_file.exists() else None
-    return DragRequest(load_image(sample_dir / "original.jpg"), handles, targets, mask, "")
+    mask = load_mask(mask_file, max_pixels) if mask_file.exists() else None
+    return DragRequest(load_image(sample_dir / "original.jpg", max_pixels), handles, targets, mask, "")
 
 
 # --- datasets --------------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import torch
 
 from . import dragdiffusion, gooddrag, stages
 from .animation import draw_points
-from .checks import check_edit, check_finite
+from .checks import check_edit, check_finite, guard_progress
 from .config import METHODS, DragDiffusionConfig, GenerationConfig, MethodConfig
 from .config import default_config, method_names  # noqa: F401  (re-exported: the editor is where methods run)
 from .family import resolve as resolve_family_defaults
@@ -91,6 +91,7 @@ class DragEditor:
         """
         model, timings = self.model, {}
         config = self.check(request, config, generation)
+        callback = guard_progress(callback)  # a NaN/Inf loss (LoRA, optimisation) stops the edit at once
         with _timed(timings, "total"):
             edit = stages.prepare(model, request, config, generation)
             posterior = stages.encode(model, edit) if generation is None else None

@@ -6,6 +6,7 @@ feature grid's (row, col) happens in exactly one place: :mod:`dragkit.points`.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -13,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 Point = tuple[float, float]
+logger = logging.getLogger(__name__)
 
 
 class DragError(ValueError):
@@ -28,10 +30,13 @@ class DragRequest:
     """What the user asked for.
 
     Attributes:
-        image: the input photo (any size; converted to RGB).
+        image: the input photo (any size; converted to RGB by :func:`dragkit.io.to_rgb`: transparency over white,
+            16-bit scaled to 8).
         handles: handle points as (x, y) pixels of ``image``.
         targets: target points, one per handle, as (x, y) pixels of ``image``.
-        mask: optional editable region, H×W (nonzero = may change). ``None`` = the whole image is editable.
+        mask: optional editable region, H×W (nonzero = may change), or H×W×C (RGBA / grey+alpha: the alpha channel
+            when it varies; see :func:`dragkit.io.mask_from_array`); stored as H×W uint8 {0, 1}. ``None`` — or an
+            all-zero mask, with a notice — = the whole image is editable.
         prompt: text prompt used for LoRA, inversion, optimisation and denoising (no CFG on real images).
     """
 
@@ -42,11 +47,21 @@ class DragRequest:
     prompt: str = ""
 
     def __post_init__(self):
-        object.__setattr__(self, "image", self.image.convert("RGB"))
-        object.__setattr__(self, "handles", tuple((float(x), float(y)) for x, y in self.handles))
-        object.__setattr__(self, "targets", tuple((float(x), float(y)) for x, y in self.targets))
+        from .io import mask_from_array, to_rgb  # io reads files into requests: it imports this module
+
+        if not isinstance(self.image, Image.Image):
+            raise DragError(f"the request's image must be a PIL image, not {type(self.image).__name__}")
+        if not isinstance(self.prompt, str):
+            raise DragError(f"the prompt must be a string, not {type(self.prompt).__name__}")
+        object.__setattr__(self, "image", to_rgb(self.image))
+        object.__setattr__(self, "handles", _points(self.handles, "handle"))
+        object.__setattr__(self, "targets", _points(self.targets, "target"))
         if self.mask is not None:
-            object.__setattr__(self, "mask", np.asarray(self.mask))
+            mask = mask_from_array(self.mask)
+            if mask.size and not mask.any():
+                logger.warning("the mask is empty (all zero): the whole image is editable, as DragBench reads it")
+                mask = None
+            object.__setattr__(self, "mask", mask)
         self.validate()
 
     @property
@@ -55,6 +70,10 @@ class DragRequest:
         return self.image.size
 
     def validate(self) -> None:
+        """Points inside the image, one target per handle, a mask of the image's size; degenerate pairs decided:
+        a repeated pair or one handle sent to two targets is refused, as is a request where every handle is already
+        at its target; a pair whose handle is its target (among others that move) is kept as an anchor, with a
+        notice."""
         w, h = self.size
         if len(self.handles) == 0:
             raise DragError("no drag given: pass at least one handle/target pair")
@@ -64,13 +83,47 @@ class DragRequest:
             for x, y in pts:
                 if not (np.isfinite(x) and np.isfinite(y)) or not (0 <= x <= w - 1 and 0 <= y <= h - 1):
                     raise DragError(f"{kind} point ({x:g}, {y:g}) is outside the {w}x{h} image")
-        if self.mask is not None:
-            m = self.mask
-            if m.ndim == 3:
-                m = m[..., 0]
-                object.__setattr__(self, "mask", m)
-            if m.shape != (h, w):
-                raise DragError(f"mask is {m.shape[1]}x{m.shape[0]} but the image is {w}x{h}")
+        if self.mask is not None and self.mask.shape != (h, w):
+            raise DragError(f"mask is {self.mask.shape[1]}x{self.mask.shape[0]} but the image is {w}x{h}")
+        _check_pairs(list(zip(self.handles, self.targets)))
+
+
+def _points(points: Sequence[Point], kind: str) -> tuple[Point, ...]:
+    """Points as a tuple of (x, y) floats, or a :class:`DragError` naming the first that is not an (x, y) pair."""
+    if isinstance(points, (str, bytes)):
+        raise DragError(f"{kind}s must be a list of (x, y) points")
+    try:
+        items = list(points)
+    except TypeError:
+        raise DragError(f"{kind}s must be a list of (x, y) points") from None
+    out = []
+    for i, p in enumerate(items, 1):
+        try:
+            if isinstance(p, (str, bytes)):
+                raise TypeError
+            x, y = p
+            out.append((float(x), float(y)))
+        except (TypeError, ValueError):
+            raise DragError(f"{kind} {i} must be an (x, y) point, got {str(p)[:40]}") from None
+    return tuple(out)
+
+
+def _check_pairs(pairs: list[tuple[Point, Point]]) -> None:
+    if all(h == t for h, t in pairs):
+        raise DragError("nothing to drag: every handle is already at its target")
+    seen: dict[Point, tuple[int, Point]] = {}
+    for i, (h, t) in enumerate(pairs, 1):
+        if h in seen:
+            j, other = seen[h]
+            if other == t:
+                raise DragError(f"drag {i} repeats drag {j}: remove one")
+            raise DragError(f"drags {j} and {i} start at the same handle ({h[0]:g}, {h[1]:g}) but go to different "
+                            "targets")
+        seen[h] = (i, t)
+    anchors = [str(i) for i, (h, t) in enumerate(pairs, 1) if h == t]
+    if anchors:
+        logger.warning("drag %s: the handle is its target, so that point is held in place (an anchor)",
+                       ", ".join(anchors))
 
 
 @dataclass

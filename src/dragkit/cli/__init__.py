@@ -45,6 +45,7 @@ def quiet_libraries(verbose: bool = False) -> None:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*torchvision.*")
+    warnings.filterwarnings("ignore", module=r"PIL\.")  # a broken file is reported once, as dragkit's one line
     if not verbose:
         from diffusers.utils import logging as dlog
         from transformers.utils import logging as tlog
@@ -53,7 +54,30 @@ def quiet_libraries(verbose: bool = False) -> None:
         tlog.disable_progress_bar()
 
 
+# Options whose value may start with "-" (a negative coordinate or factor): "--drag -1,10:5,5" is read as
+# "--drag=-1,10:5,5" instead of argparse's "expected one argument".
+SIGNED_VALUE_OPTIONS = ("--drag", "--freeu")
+
+
+def join_signed_values(argv: list[str]) -> list[str]:
+    """``argv`` with each ``OPTION -VALUE`` of :data:`SIGNED_VALUE_OPTIONS` written as ``OPTION=-VALUE`` when the
+    value starts like a number ("-1,…", "-.5,…")."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        nxt = argv[i + 1] if i + 1 < len(argv) else ""
+        if token in SIGNED_VALUE_OPTIONS and len(nxt) > 1 and nxt[0] == "-" and (nxt[1].isdigit() or nxt[1] == "."):
+            out.append(f"{token}={nxt}")
+            i += 2
+            continue
+        out.append(token)
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = join_signed_values(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     quiet_libraries(args.verbose)
     try:

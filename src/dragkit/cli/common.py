@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional
+from pathlib import Path
+from typing import Callable, Optional
 
 from ..config import apply_overrides, default_config, method_names
 from ..hub import DEFAULT_MODEL
-from ..io import positive_int  # noqa: F401  (the sub-commands' argparse type)
-from ..types import ProgressEvent
+from ..io import DEFAULT_MAX_PIXELS, atomic_paths, positive_int
+from ..types import DragError, ProgressEvent
+
+SHAPES_MODEL = "shapes"  # --model shapes: the toy model shipped inside dragkit (dragkit/shapes/weights)
 
 
 def add_model_options(parser: argparse.ArgumentParser, default_model: Optional[str] = DEFAULT_MODEL,
                       default_model_help: str = "%(default)s") -> None:
     g = parser.add_argument_group("model")
     g.add_argument("--model", default=default_model,
-                   help=f"Hub id, local diffusers folder, or single-file .safetensors (default: {default_model_help})")
+                   help=f"Hub id, local diffusers folder, single-file .safetensors, or '{SHAPES_MODEL}' (the small "
+                        f"offline model shipped with dragkit) (default: {default_model_help})")
     g.add_argument("--model-config", default=None,
                    help="local diffusers config folder for a single-file checkpoint (needed offline)")
     g.add_argument("--vae", default=None, help="optional separate VAE (Hub id, folder or .safetensors)")
-    g.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    g.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: the best available)")
     g.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"],
                    help="weights dtype (default: fp16 on GPU, fp32 on CPU)")
     g.add_argument("--allow-pickle", action="store_true",
@@ -72,13 +76,45 @@ def build_config(args: argparse.Namespace, method: Optional[str] = None):
     return apply_overrides(default_config(method or args.method), config_assignments(args))
 
 
+def add_max_pixels_option(group) -> None:
+    group.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                       help="refuse images of more than N pixels before decoding them (default: %(default)s = "
+                            "4096x4096)")
+
+
+def resolve_model(name: Optional[str]) -> Optional[str]:
+    """``--model``: the name ``shapes`` is the toy model shipped with dragkit, wherever it is installed (a local
+    folder of that name is ``./shapes``); anything else is passed on as given."""
+    if name == SHAPES_MODEL:
+        from ..shapes.model import default_model_path
+
+        return default_model_path()
+    return name
+
+
 def load_editor(args: argparse.Namespace, lora_cache_dir: Optional[str] = None):
+    """The editor of the model options, after a check that ``--device`` exists here (one line naming what does)."""
+    from ..checks import check_device
     from ..editor import DragEditor
 
-    return DragEditor.from_pretrained(args.model, vae=args.vae, device=args.device, dtype=args.dtype,
+    check_device(args.device)
+    return DragEditor.from_pretrained(resolve_model(args.model), vae=args.vae, device=args.device, dtype=args.dtype,
                                       config=args.model_config, allow_pickle=args.allow_pickle,
                                       style_lora=args.style_lora, style_lora_scale=args.style_lora_scale,
                                       lora_cache_dir=lora_cache_dir)
+
+
+def write_outputs(writers: dict[str, Callable[[Path], None]]) -> None:
+    """One transaction for all the files of a command: ``writers`` maps each output path to a function writing it
+    at a temporary path; all appear together or none does (an OS error becomes one line)."""
+    paths = list(writers)
+    try:
+        with atomic_paths(*paths) as temps:
+            for path, tmp in zip(paths, temps):
+                writers[path](tmp)
+    except OSError as exc:
+        raise DragError(f"cannot write {exc.filename or ', '.join(paths)}: {exc.strerror or exc}; nothing was "
+                        "written") from None
 
 
 class ProgressBars:

@@ -6,8 +6,9 @@ import argparse
 import logging
 
 from ..config import SCHEDULERS, GenerationConfig
+from ..io import check_outputs, check_pixels
 from ..types import DragError
-from .common import ProgressBars, add_model_options, load_editor
+from .common import ProgressBars, add_max_pixels_option, add_model_options, load_editor
 
 logger = logging.getLogger(__name__)
 
@@ -27,11 +28,12 @@ def add_parser(sub) -> None:
     g.add_argument("--scheduler", default=d.scheduler, metavar="NAME",
                    help=f"sampler: {', '.join(SCHEDULERS)} (default: %(default)s)")
     g.add_argument("--width", type=int, default=d.width,
-                   help="a multiple of the VAE factor, 8 for SD (default: %(default)s)")
+                   help="a multiple of the VAE factor, 8 for SD (default: the model family's, 512 SD-1.5, 1024 SDXL)")
     g.add_argument("--height", type=int, default=d.height,
-                   help="a multiple of the VAE factor, 8 for SD (default: %(default)s)")
+                   help="a multiple of the VAE factor, 8 for SD (default: the model family's, 512 SD-1.5, 1024 SDXL)")
     g.add_argument("--freeu", default=None, metavar="B1,B2,S1,S2",
                    help="FreeU factors, e.g. 1.5,1.6,0.9,0.2 (default: off = 1,1,1,1)")
+    add_max_pixels_option(g)
     add_model_options(p)
     out = p.add_argument_group("output")
     out.add_argument("--out", required=True,
@@ -58,16 +60,25 @@ def config_from_args(args: argparse.Namespace) -> GenerationConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..generation import image_format, save_generation
+    from ..checks import check_generation
+    from ..generation import image_format, record_paths, save_generation
 
     config = config_from_args(args)
+    if config.width and config.height:  # None: the model family's default canvas (at most 1024², under any limit)
+        check_pixels((config.width, config.height), args.max_pixels, "the requested image")
     image_format(args.out)  # before any work; width/height are checked against the loaded VAE's factor
+    tensors, meta = record_paths(args.out)
+    check_outputs({"--out": args.out, "its record": meta, "its latents": tensors})
     editor = load_editor(args)
+    check_generation(editor.model, config)
     bars = ProgressBars(enabled=not args.no_progress)
     try:
         generation = editor.generate(config, callback=bars)
     finally:
         bars.close()
-    written = save_generation(generation, args.out)
+    try:
+        written = save_generation(generation, args.out)  # the image and its record: all three files, or none
+    except OSError as exc:
+        raise DragError(f"cannot write {args.out}: {exc.strerror or exc}; nothing was written") from None
     logger.info("wrote %s (%.1f s)", ", ".join(map(str, written)), generation.timings["total"])
     return 0

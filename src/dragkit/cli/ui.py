@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
+import sys
 from pathlib import Path
 
 from ..config import configs_with_overrides, default_config, method_names
@@ -53,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     editor = load_editor(args, lora_cache_dir=args.lora_cache or None)
     demo = build_app(editor, defaults, method=args.method, max_side=args.max_side, seed=args.seed)
     logger.info("serving on http://%s:%d", args.host, args.port)
+    # A terminated server exits like an interrupted one, so that its work folder is removed (AppContext).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         serve(demo, args.host, args.port, args.share)
     except OSError as exc:

@@ -25,6 +25,7 @@ from .layout import CSS, Layout
 
 HIDDEN = {"show_progress": "hidden"}
 DEVICE = {"concurrency_limit": 1, "concurrency_id": "device", "show_progress": "minimal"}
+GRADIO_CACHE = (3600, 86400)  # every hour, delete Gradio's cached files older than a day
 
 
 def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optional[str] = None,
@@ -33,16 +34,22 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
     (paper defaults unless overridden); ``method`` is the one selected at start."""
     ctx = AppContext.create(editor, defaults, max_side, work_dir)
     method = method if method in ctx.methods else ctx.methods[0]
-    with gr.Blocks(title="dragkit — drag editing") as demo:
+    # Gradio keeps its own copies of uploads and results (in $GRADIO_TEMP_DIR): a day's worth at most, and none
+    # after the server stops; dragkit's work folder goes when the server's process ends (AppContext).
+    with gr.Blocks(title="dragkit — drag editing", delete_cache=GRADIO_CACHE) as demo:
         wire(layout.build(ctx.params, ctx.gen_params, method, seed), ctx)
+        demo.unload(unload_handler(ctx))
     demo.queue(default_concurrency_limit=8)
+    demo.dragkit_context = ctx
+    demo.dragkit_js = layout.upload_guard_js(max_side)
     return demo
 
 
 def serve(demo, host: str = "127.0.0.1", port: int = 7860, share: bool = False, block: bool = True):
     """Launch ``demo`` (bound to ``host``; ``block=False`` returns at once, for tests and notebooks)."""
     return demo.launch(server_name=host, server_port=port, share=share, ssr_mode=False, show_error=True, css=CSS,
-                       prevent_thread_lock=not block, quiet=not block, max_file_size="200mb")
+                       js=getattr(demo, "dragkit_js", None), prevent_thread_lock=not block, quiet=not block,
+                       max_file_size="200mb")
 
 
 def wire(ui: Layout, ctx: AppContext) -> None:
@@ -70,12 +77,20 @@ def wire(ui: Layout, ctx: AppContext) -> None:
     ui.export_btn.click(on(handlers.on_export), form, ui.named("downloads", "status"))
     ui.import_files.upload(on(handlers.on_import), [ui.import_files],
                            [*ui.named("session", "editor_in", "view", "status", "method", "prompt", "result_img",
-                                      "downloads"), *ui.param_widgets])
+                                      "downloads", "import_files"), *ui.param_widgets])
     ui.gen_btn.click(on(handlers.on_generate), {*ui.gen_widgets.values()},
                      ui.named("gen_status", "gen_img", "gen_state"), **DEVICE)
     ui.send_btn.click(on(handlers.on_send), [ui.gen_state],
                       ui.named("session", "editor_in", "view", "status", "result_img", "tabs", "gen_status"),
                       **HIDDEN)
+
+
+def unload_handler(ctx: AppContext) -> Callable:
+    """The page's unload event (a tab closed or reloaded): :func:`handlers.on_unload` for that session."""
+    def unload(request: gr.Request) -> None:
+        handlers.on_unload(ctx, request)
+
+    return unload
 
 
 def bind(fn: Callable, ctx: AppContext, ui: Layout) -> Callable:

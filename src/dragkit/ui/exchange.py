@@ -19,6 +19,7 @@ import json
 import pickle
 import shutil
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -75,19 +76,42 @@ def export_edit(out_dir: str | Path, request: DragRequest, config: Any,
 
 
 def _unzip(path: Path, dest: Path) -> None:
+    """Extract the files an import can use (images, JSON, pickles) flat into ``dest``; a zip that would unpack to
+    more than :data:`MAX_IMPORT_BYTES`, holds more than :data:`MAX_IMPORT_FILES` files, compresses implausibly well
+    or cannot be read is refused with one line. Paths inside the zip are never used (``../x`` becomes ``x``)."""
     try:
         with zipfile.ZipFile(path) as zf:
-            members = [m for m in zf.infolist() if not m.is_dir()]
+            members = [m for m in zf.infolist() if not m.is_dir() and _importable(m.filename)]
+            if len(members) > MAX_IMPORT_FILES:
+                raise DragError(f"{path.name}: {len(members)} files; an edit has a handful (at most "
+                                f"{MAX_IMPORT_FILES})")
             if sum(m.file_size for m in members) > MAX_IMPORT_BYTES:
-                raise DragError(f"{path.name}: too large to import")
+                raise DragError(f"{path.name}: too large to import (more than {MAX_IMPORT_BYTES >> 20} MB unpacked)")
             for m in members:
-                name = Path(m.filename).name  # flatten: a sample folder inside the zip is fine, paths are not kept
-                if not name or name.startswith("."):
-                    continue
-                with zf.open(m) as src, open(dest / name, "wb") as dst:
+                ratio = m.file_size // max(m.compress_size, 1)
+                if ratio > MAX_RATIO and m.file_size > 1 << 20:
+                    raise DragError(f"{path.name}: {_flat_name(m.filename)} compresses {ratio}-fold, not an exported "
+                                    "edit (a zip bomb?)")
+            for m in members:
+                with zf.open(m) as src, open(dest / _flat_name(m.filename), "wb") as dst:
                     shutil.copyfileobj(src, dst)
-    except zipfile.BadZipFile:
-        raise DragError(f"{path.name}: not a valid zip file") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError):
+        raise DragError(f"{path.name}: not a valid zip file (or encrypted)") from None
+
+
+IMPORT_SUFFIXES = (".json", ".pkl", ".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+MAX_IMPORT_FILES = 64  # files of an importable kind in one zip
+MAX_RATIO = 200  # a larger compression ratio (of a file over 1 MB) is refused: PNG/JPEG/pickle do not compress so
+
+
+def _flat_name(name: str) -> str:
+    """The file name of a zip member, any folder dropped ("sample/x.png" and "../../x.png" → "x.png")."""
+    return Path(name.replace("\\", "/")).name
+
+
+def _importable(name: str) -> bool:
+    flat = _flat_name(name)
+    return bool(flat) and not flat.startswith(".") and Path(flat).suffix.lower() in IMPORT_SUFFIXES
 
 
 def import_edit(paths: Sequence[str | Path], work_dir: str | Path) -> tuple[DragRequest, dict]:

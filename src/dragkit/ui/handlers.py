@@ -15,6 +15,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from ..checks import check_generation
 from ..config import GenerationConfig
 from ..types import DragError, DragRequest, DragResult
 from . import drawing, exchange, params as params_mod
@@ -181,6 +182,8 @@ def on_run(ctx: AppContext, form: dict[str, Any], request: gr.Request) -> Iterat
         for snapshot in job.progress():
             yield progress_updates(edit, snapshot)
     finally:
+        if not job.wait(0):  # the stream was closed early (the tab went away): stop the edit, free the device
+            job.cancel()
         ctx.cancel_flags.release(key, flag)
     if job.error is not None:
         yield {"status": failure_text(job.error), "view": view(edit.session)}
@@ -217,6 +220,12 @@ def save_trajectory(ctx: AppContext, edit: EditInput, result: DragResult) -> Opt
     return str(path)
 
 
+def on_unload(ctx: AppContext, request: gr.Request) -> None:
+    """The tab was closed or reloaded: cancel its edit, queued or running, so that the queue moves on."""
+    found = ctx.cancel_flags.cancel(session_key(request))
+    logger.debug("session %s closed; edit cancelled: %s", session_key(request), found)
+
+
 def on_cancel(ctx: AppContext, sess: ss.Session, request: gr.Request) -> Updates:
     """Cancel this session's edit, queued or running (it stops at its next step and frees the device)."""
     found = ctx.cancel_flags.cancel(session_key(request))
@@ -242,17 +251,19 @@ def on_import(ctx: AppContext, files: Any) -> Updates:
     """Replay an exported edit: image, mask, points and prompt, and the method and its parameters when recorded."""
     if not files:
         return {}
+    # The box is emptied after every import, so that the next drop is read on its own (a failed file must not
+    # stay in the box and be read again with every later import).
     try:
         req, extra = exchange.import_edit(files if isinstance(files, list) else [files], ctx.fresh_dir("import-"))
         sess = ss.from_request(req, ctx.max_side, extra)
     except DragError as exc:
-        return {"status": texts.error(exc)}
+        return {"status": texts.error(exc), "import_files": None}
     except Exception as exc:
         logger.exception("import failed")
-        return {"status": texts.error(DragError(f"cannot import: {exc}"))}
+        return {"status": texts.error(DragError(f"cannot import: {type(exc).__name__}")), "import_files": None}
     text = f"Imported {len(req.handles)} drag(s). " + texts.points_status(sess)
     return {**points_updates(sess, text), "editor_in": editor_value(sess), "prompt": req.prompt,
-            "result_img": None, "downloads": None, **imported_params(ctx, extra)}
+            "result_img": None, "downloads": None, "import_files": None, **imported_params(ctx, extra)}
 
 
 def imported_params(ctx: AppContext, extra: dict) -> Updates:
@@ -284,9 +295,11 @@ def on_generate(ctx: AppContext, form: dict[str, Any]) -> Iterator[Updates]:
     yield {"gen_status": texts.GENERATING}
     try:
         with ctx.device_lock:
+            if getattr(ctx.editor, "model", None) is not None:
+                check_generation(ctx.editor.model, config)
             generation = ctx.editor.generate(config)
-    except DragError as exc:
-        yield {"gen_status": texts.error(exc)}
+    except Exception as exc:  # DragError: its line; anything else: logged, and one line in the page
+        yield {"gen_status": failure_text(exc, "generation")}
         return
     yield {"gen_status": texts.generated(generation.timings["total"], config), "gen_img": generation.image,
            "gen_state": {"fingerprint": ss.fingerprint(generation.image), "generation": generation}}

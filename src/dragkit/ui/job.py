@@ -47,16 +47,16 @@ class Progress:
         return texts.progress(self.event, self.lora_cached)
 
 
-def failure_text(exc: BaseException) -> str:
-    """The one-line status of an edit that ended with ``exc`` ("Cancelled.", or "**Error:** …"; unexpected errors
-    are logged with their traceback)."""
+def failure_text(exc: BaseException, what: str = "edit") -> str:
+    """The one-line status of an edit (or another ``what``) that ended with ``exc`` ("Cancelled.", or
+    "**Error:** …"; unexpected errors are logged with their traceback)."""
     if isinstance(exc, EditCancelled):
         return texts.CANCELLED
     if isinstance(exc, DragError):
         return texts.error(exc)
-    logger.error("edit failed", exc_info=exc)
+    logger.error("%s failed", what, exc_info=exc)
     detail = f": {texts.first_line(exc)}" if str(exc).strip() else ""
-    return texts.error(RuntimeError(f"the edit failed: {type(exc).__name__}{detail}"))
+    return texts.error(RuntimeError(f"the {what} failed: {type(exc).__name__}{detail}"))
 
 
 class CancelFlags:

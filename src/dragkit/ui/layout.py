@@ -20,6 +20,81 @@ from . import texts
 # instead, because Gradio maps clicks to image pixels assuming the browser never enlarges an image.
 CSS = "#result img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
 
+# A very large upload would freeze the tab for minutes: the canvas editor works (and sends its layers back) at full
+# size before the server could downscale it. This page script, run once at load, intercepts a file chosen or dropped
+# on the input editor and, when it is larger than the app's --max-side, hands the editor a copy downscaled in the
+# browser, with a note under the editor saying so (the server still checks and downscales what it receives).
+UPLOAD_GUARD_JS = """
+() => {
+  const maxSide = MAX_SIDE;
+  const inEditor = (el) => el instanceof Element && el.closest("#input-editor");
+  const note = (text) => {
+    const editor = document.getElementById("input-editor");
+    if (!editor) return;
+    let el = document.getElementById("dragkit-upload-note");
+    if (!el) {
+      el = document.createElement("div");
+      el.id = "dragkit-upload-note";
+      editor.insertAdjacentElement("afterend", el);
+    }
+    el.textContent = text;
+    el.style.display = text ? "" : "none";
+  };
+  const shrink = async (file) => {
+    note("");
+    if (!file || !/^image\\//.test(file.type)) return file;
+    let bmp;
+    try { bmp = await createImageBitmap(file); } catch (e) { return file; }
+    const w = bmp.width, h = bmp.height;
+    if (Math.max(w, h) <= maxSide) { bmp.close(); return file; }
+    const s = maxSide / Math.max(w, h);
+    const cw = Math.max(1, Math.round(w * s)), ch = Math.max(1, Math.round(h * s));
+    const canvas = new OffscreenCanvas(cw, ch);
+    const g = canvas.getContext("2d");
+    g.imageSmoothingQuality = "high";
+    g.drawImage(bmp, 0, 0, cw, ch);
+    bmp.close();
+    const blob = await canvas.convertToBlob({type: "image/png"});
+    note(`The image is ${w}×${h}: it was downscaled in the browser to ${cw}×${ch} (this app edits at most ` +
+         `${maxSide} px per side), so that the page stays responsive.`);
+    return new File([blob], file.name.replace(/\\.[^.]*$/, "") + ".png", {type: "image/png"});
+  };
+  const handOn = async (ev, files, redispatch) => {
+    ev.preventDefault();
+    ev.stopImmediatePropagation();
+    const dt = new DataTransfer();
+    dt.items.add(await shrink(files[0]));
+    redispatch(dt);
+  };
+  document.addEventListener("change", (ev) => {
+    const input = ev.target;
+    if (ev.dragkitPassed || !(input instanceof HTMLInputElement) || input.type !== "file" || !inEditor(input)
+        || !input.files || !input.files.length) return;
+    handOn(ev, input.files, (dt) => {
+      input.files = dt.files;
+      const again = new Event("change", {bubbles: true});
+      again.dragkitPassed = true;
+      input.dispatchEvent(again);
+    });
+  }, true);
+  document.addEventListener("drop", (ev) => {
+    const target = ev.target;
+    if (ev.dragkitPassed || !inEditor(target) || !ev.dataTransfer || !ev.dataTransfer.files.length) return;
+    handOn(ev, ev.dataTransfer.files, (dt) => {
+      const again = new DragEvent("drop", {dataTransfer: dt, bubbles: true, cancelable: true});
+      again.dragkitPassed = true;
+      target.dispatchEvent(again);
+    });
+  }, true);
+}
+"""
+
+
+def upload_guard_js(max_side: int) -> str:
+    """The page script of :data:`UPLOAD_GUARD_JS` for an app that edits at most ``max_side`` px per side."""
+    return UPLOAD_GUARD_JS.replace("MAX_SIDE", str(int(max_side)))
+
+
 INTRO = ("## dragkit — point-based image editing\n"
          "1 · upload an image and, optionally, paint the region that may change (brush; eraser removes) "
          "· 2 · click a **handle** (red) then its **target** (blue), as many pairs as you like "
