@@ -5,7 +5,10 @@ available offline. The key correspondence is the one documented by diffusers' re
 ``scripts/convert_diffusers_to_original_stable_diffusion.py`` (UNet, VAE and CLIP text encoder parts), which is the
 inverse of what ``diffusers.loaders.single_file_utils`` (``convert_ldm_unet_checkpoint``,
 ``convert_ldm_vae_checkpoint``, ``convert_ldm_clip_checkpoint``) reads. Written anew here for the SD-1.x topology
-only (4 UNet/VAE blocks, 2 layers per block, CLIP-L-style text encoder); widths may be anything.
+topology by default (4 UNet/VAE blocks, 2 layers per block, CLIP-L-style text encoder; widths may be anything), and
+for SDXL's (:func:`sdxl_pipeline_to_original`: 3 UNet blocks, ``label_emb`` for the ``text_time`` embedding, the
+first text encoder under ``conditioner.embedders.0.transformer.``, the second in OpenCLIP's layout under
+``conditioner.embedders.1.model.`` — the inverse of ``convert_open_clip_checkpoint``).
 
 Layout of the result (one flat dict):
 
@@ -36,9 +39,13 @@ def _rename(key: str, prefixes: list[tuple[str, str]]) -> str:
     return key
 
 
-def _unet_prefixes() -> list[tuple[str, str]]:
-    """(original, diffusers) block prefixes of the SD-1.x UNet."""
+def _unet_prefixes(n_blocks: int = N_BLOCKS, layers: int = UNET_RESNETS,
+                   up_attention: tuple[bool, ...] = (False, True, True, True)) -> list[tuple[str, str]]:
+    """(original, diffusers) block prefixes of the UNet (SD-1.x by default)."""
+    step = layers + 1
     pairs = [
+        ("label_emb.0.0.", "add_embedding.linear_1."),
+        ("label_emb.0.2.", "add_embedding.linear_2."),
         ("time_embed.0.", "time_embedding.linear_1."),
         ("time_embed.2.", "time_embedding.linear_2."),
         ("input_blocks.0.0.", "conv_in."),
@@ -48,16 +55,17 @@ def _unet_prefixes() -> list[tuple[str, str]]:
         ("middle_block.1.", "mid_block.attentions.0."),
         ("middle_block.2.", "mid_block.resnets.1."),
     ]
-    for i in range(N_BLOCKS):
-        for j in range(UNET_RESNETS):  # input block 3i+j+1 holds (resnet, attention)
-            pairs.append((f"input_blocks.{3 * i + j + 1}.0.", f"down_blocks.{i}.resnets.{j}."))
-            pairs.append((f"input_blocks.{3 * i + j + 1}.1.", f"down_blocks.{i}.attentions.{j}."))
-        pairs.append((f"input_blocks.{3 * i + 3}.0.op.", f"down_blocks.{i}.downsamplers.0.conv."))
-        for j in range(UNET_RESNETS + 1):  # output block 3i+j holds (resnet, attention, upsampler)
-            pairs.append((f"output_blocks.{3 * i + j}.0.", f"up_blocks.{i}.resnets.{j}."))
-            pairs.append((f"output_blocks.{3 * i + j}.1.", f"up_blocks.{i}.attentions.{j}."))
-        # the upsampler follows the last resnet, after its attention when the block has one (not in up block 0)
-        pairs.append((f"output_blocks.{3 * i + 2}.{1 if i == 0 else 2}.", f"up_blocks.{i}.upsamplers.0."))
+    for i in range(n_blocks):
+        for j in range(layers):  # input block (L+1)i+j+1 holds (resnet, attention)
+            pairs.append((f"input_blocks.{step * i + j + 1}.0.", f"down_blocks.{i}.resnets.{j}."))
+            pairs.append((f"input_blocks.{step * i + j + 1}.1.", f"down_blocks.{i}.attentions.{j}."))
+        pairs.append((f"input_blocks.{step * i + step}.0.op.", f"down_blocks.{i}.downsamplers.0.conv."))
+        for j in range(layers + 1):  # output block (L+1)i+j holds (resnet, attention, upsampler)
+            pairs.append((f"output_blocks.{step * i + j}.0.", f"up_blocks.{i}.resnets.{j}."))
+            pairs.append((f"output_blocks.{step * i + j}.1.", f"up_blocks.{i}.attentions.{j}."))
+        # the upsampler follows the last resnet, after its attention when the block has one
+        upsampler = f"output_blocks.{step * i + layers}.{2 if up_attention[i] else 1}."
+        pairs.append((upsampler, f"up_blocks.{i}.upsamplers.0."))
     return pairs
 
 
@@ -71,10 +79,12 @@ UNET_RESNET_PARTS = [  # (original, diffusers) inside a ResBlock
 ]
 
 
-def unet_to_original(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def unet_to_original(state: dict[str, torch.Tensor], n_blocks: int = N_BLOCKS,
+                     layers: int = UNET_RESNETS) -> dict[str, torch.Tensor]:
     """Diffusers ``UNet2DConditionModel`` state dict → ``model.diffusion_model.*`` keys. The transformer blocks'
     inner names (``proj_in``, ``transformer_blocks.0.attn1.to_q``, …) are the same in both layouts."""
-    prefixes = _unet_prefixes()
+    up_attention = tuple(any(k.startswith(f"up_blocks.{i}.attentions.") for k in state) for i in range(n_blocks))
+    prefixes = _unet_prefixes(n_blocks, layers, up_attention)
     out = {}
     for key, value in state.items():
         new = key
@@ -86,14 +96,14 @@ def unet_to_original(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _vae_prefixes() -> list[tuple[str, str]]:
+def _vae_prefixes(layers: int = VAE_RESNETS) -> list[tuple[str, str]]:
     """(original, diffusers) block prefixes of the SD-1.x VAE; the decoder's up blocks are numbered in reverse."""
     pairs = []
     for i in range(N_BLOCKS):
-        for j in range(VAE_RESNETS):
+        for j in range(layers):
             pairs.append((f"encoder.down.{i}.block.{j}.", f"encoder.down_blocks.{i}.resnets.{j}."))
         pairs.append((f"encoder.down.{i}.downsample.", f"encoder.down_blocks.{i}.downsamplers.0."))
-        for j in range(VAE_RESNETS + 1):
+        for j in range(layers + 1):
             pairs.append((f"decoder.up.{N_BLOCKS - 1 - i}.block.{j}.", f"decoder.up_blocks.{i}.resnets.{j}."))
         pairs.append((f"decoder.up.{N_BLOCKS - 1 - i}.upsample.", f"decoder.up_blocks.{i}.upsamplers.0."))
     for j in range(2):
@@ -111,10 +121,10 @@ VAE_ATTENTION_PARTS = [  # (original, diffusers) inside the mid-block attention
 ]
 
 
-def vae_to_original(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def vae_to_original(state: dict[str, torch.Tensor], layers: int = VAE_RESNETS) -> dict[str, torch.Tensor]:
     """Diffusers ``AutoencoderKL`` state dict → ``first_stage_model.*`` keys. The attention's linear weights become
     1×1 conv weights (out, in) → (out, in, 1, 1), as the original model stores them."""
-    prefixes = _vae_prefixes()
+    prefixes = _vae_prefixes(layers)
     out = {}
     for key, value in state.items():
         new = _rename(key, prefixes).replace("conv_shortcut.", "nin_shortcut.")
@@ -136,4 +146,42 @@ def text_encoder_to_original(state: dict[str, torch.Tensor]) -> dict[str, torch.
 def pipeline_to_original(unet: dict, vae: dict, text_encoder: dict) -> dict[str, torch.Tensor]:
     """The three converted state dicts as one checkpoint dict (contiguous tensors, ready for ``save_file``)."""
     merged = {**unet_to_original(unet), **vae_to_original(vae), **text_encoder_to_original(text_encoder)}
+    return {k: v.contiguous() for k, v in merged.items()}
+
+
+OPENCLIP_PREFIX = "conditioner.embedders.1.model."
+OPENCLIP_PARTS = [  # (OpenCLIP, transformers) inside a residual block
+    ("ln_1.", "layer_norm1."), ("ln_2.", "layer_norm2."), ("mlp.c_fc.", "mlp.fc1."), ("mlp.c_proj.", "mlp.fc2."),
+    ("attn.out_proj.", "self_attn.out_proj."),
+]
+
+
+def open_clip_to_original(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``CLIPTextModelWithProjection`` → OpenCLIP's layout (SDXL's second encoder): q/k/v fused into ``in_proj``,
+    ``text_projection`` transposed, as diffusers' ``convert_open_clip_checkpoint`` reads it back."""
+    out = {"positional_embedding": state["text_model.embeddings.position_embedding.weight"],
+           "token_embedding.weight": state["text_model.embeddings.token_embedding.weight"],
+           "ln_final.weight": state["text_model.final_layer_norm.weight"],
+           "ln_final.bias": state["text_model.final_layer_norm.bias"],
+           "text_projection": state["text_projection.weight"].T}
+    layers = sorted({int(k.split(".")[3]) for k in state if k.startswith("text_model.encoder.layers.")})
+    for i in layers:
+        head = f"text_model.encoder.layers.{i}."
+        for kind in ("weight", "bias"):
+            out[f"transformer.resblocks.{i}.attn.in_proj_{kind}"] = torch.cat(
+                [state[f"{head}self_attn.{x}_proj.{kind}"] for x in "qkv"])
+        for key, value in state.items():
+            if key.startswith(head) and ".self_attn.q_proj" not in key and ".self_attn.k_proj" not in key \
+                    and ".self_attn.v_proj" not in key:
+                out[f"transformer.resblocks.{i}." + _rename(key[len(head):], OPENCLIP_PARTS)] = value
+    return {OPENCLIP_PREFIX + k: v for k, v in out.items()}
+
+
+def sdxl_pipeline_to_original(unet: dict, vae: dict, text_encoder: dict, text_encoder_2: dict, unet_layers: int,
+                              vae_layers: int) -> dict[str, torch.Tensor]:
+    """An SDXL pipeline's state dicts as one original-layout (sgm) checkpoint dict."""
+    text = {k.replace(TEXT_PREFIX, "conditioner.embedders.0.transformer.", 1): v
+            for k, v in text_encoder_to_original(text_encoder).items()}
+    merged = {**unet_to_original(unet, 3, unet_layers), **vae_to_original(vae, vae_layers), **text,
+              **open_clip_to_original(text_encoder_2)}
     return {k: v.contiguous() for k, v in merged.items()}

@@ -77,8 +77,8 @@ def test_real_image_conditioning_is_unguided_with_the_working_size(sdxl):
     text = sdxl.conditioning("a cat", (40, 56))
     assert not text.guided and text.time_ids.tolist() == [[40, 56, 0, 0, 40, 56]]
     kwargs = text.unet_kwargs(3)
-    assert kwargs["encoder_hidden_states"].shape == (3, 77, 32)
-    assert kwargs["added_cond_kwargs"]["text_embeds"].shape == (3, 16)
+    assert kwargs["encoder_hidden_states"].shape == (3, 77, 16 + 24)  # both encoders' hidden states
+    assert kwargs["added_cond_kwargs"]["text_embeds"].shape == (3, 24)  # the second's pooled embedding
     assert kwargs["added_cond_kwargs"]["time_ids"].shape == (3, 6)
 
 
@@ -130,3 +130,29 @@ def test_the_feature_map_is_the_latent_resolution(sdxl):
     with torch.no_grad(), capture_features(sdxl.unet, 1) as cap:
         stages.unet_eps(sdxl, torch.zeros(1, 4, 6, 8), 500, edit.text)
         assert cap.pop().shape[-2:] == (6, 8)
+
+
+def test_single_file_sdxl_checkpoint_in_the_original_layout_loads_with_identical_weights(sdxl_dir, sdxl, tmp_path):
+    """An SDXL finetune as one original-layout (sgm) .safetensors file — OpenCLIP-layout second encoder — loads
+    through ``--model FILE --model-config DIR``: detected as SDXL, every weight equal to the folder's."""
+    from safetensors.torch import load_file, save_file
+
+    from sd_original_layout import sdxl_pipeline_to_original
+
+    parts = {name: load_file(str(sdxl_dir / name / file)) for name, file in (
+        ("unet", "diffusion_pytorch_model.safetensors"), ("vae", "diffusion_pytorch_model.safetensors"),
+        ("text_encoder", "model.safetensors"), ("text_encoder_2", "model.safetensors"))}
+    state = sdxl_pipeline_to_original(parts["unet"], parts["vae"], parts["text_encoder"], parts["text_encoder_2"],
+                                      unet_layers=1, vae_layers=1)
+    assert "conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight" in state
+    assert "model.diffusion_model.label_emb.0.0.weight" in state
+    file = tmp_path / "sdxl-finetune.safetensors"
+    save_file(state, str(file))
+    assert detect_family(str(file)) == "sdxl"
+    loaded = DiffusionModel.from_pretrained(str(file), config=str(sdxl_dir), device="cpu", dtype="fp32")
+    assert loaded.family == SDXL
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        want, got = getattr(sdxl, name).state_dict(), getattr(loaded, name).state_dict()
+        assert set(got) >= set(want), name
+        for key, value in want.items():
+            assert torch.equal(got[key], value), f"{name}.{key}"

@@ -49,20 +49,22 @@ def build_tiny_pipeline(seed: int = 0, width: int = 16, text_dim: int = 16, samp
 
 
 def build_tiny_sdxl_pipeline(seed: int = 0, width: int = 16, text_dim: int = 16, sample_size: int = 16):
-    """A random StableDiffusionXLPipeline with SDXL topology and tiny widths."""
+    """A random StableDiffusionXLPipeline with SDXL topology and tiny widths. The second text encoder is wider than
+    the first (``text_dim`` + 8), as bigG is wider than CLIP-L: diffusers' single-file loader tells them apart by
+    width."""
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
-    time_dim = 8
+    time_dim, text_dim_2 = 8, text_dim + 8
     unet = UNet2DConditionModel(
         sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(width, 2 * width, 2 * width), norm_num_groups=8, cross_attention_dim=2 * text_dim,
+        block_out_channels=(width, 2 * width, 2 * width), norm_num_groups=8, cross_attention_dim=text_dim + text_dim_2,
         attention_head_dim=2, transformer_layers_per_block=(1, 1, 2), use_linear_projection=True,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
         addition_embed_type="text_time", addition_time_embed_dim=time_dim,
-        projection_class_embeddings_input_dim=6 * time_dim + text_dim,
+        projection_class_embeddings_input_dim=6 * time_dim + text_dim_2,
     )
     vae = AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 16, 16), layers_per_block=1,
@@ -70,16 +72,17 @@ def build_tiny_sdxl_pipeline(seed: int = 0, width: int = 16, text_dim: int = 16,
         scaling_factor=0.13025, force_upcast=True,
     )
 
-    def text_config(**kw):
-        return CLIPTextConfig(vocab_size=VOCAB_SIZE, hidden_size=text_dim, intermediate_size=2 * text_dim,
+    def text_config(dim, **kw):
+        return CLIPTextConfig(vocab_size=VOCAB_SIZE, hidden_size=dim, intermediate_size=2 * dim,
                               num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
                               bos_token_id=512, eos_token_id=513, pad_token_id=513, **kw)
 
     scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                        steps_offset=1, timestep_spacing="leading")
     return StableDiffusionXLPipeline(
-        vae=vae, text_encoder=CLIPTextModel(text_config()),
-        text_encoder_2=CLIPTextModelWithProjection(text_config(projection_dim=text_dim)), tokenizer=byte_tokenizer(),
+        vae=vae, text_encoder=CLIPTextModel(text_config(text_dim)),
+        text_encoder_2=CLIPTextModelWithProjection(text_config(text_dim_2, projection_dim=text_dim_2)),
+        tokenizer=byte_tokenizer(),
         tokenizer_2=byte_tokenizer(), unet=unet, scheduler=scheduler, force_zeros_for_empty_prompt=True,
         add_watermarker=False)
 
