@@ -231,3 +231,72 @@ def test_a_real_drag_brings_the_object_closer(shapes_model_dir, tmp_path):
     assert summary["identity"]["drag_error_fraction"] == pytest.approx(1.0, abs=0.03)
     assert gd["drag_error_fraction"] < CI_MAX_ERROR_FRACTION, summary
     assert gd["background_psnr"] > CI_MIN_BACKGROUND_PSNR, summary
+
+
+# --- sweeps (DragDiffusion Fig. 7 on the shapes world) -------------------------------------------------------------
+
+class PartialEditor:
+    """Moves the object a fraction ``inversion_strength`` of the requested offset: a known answer per swept value
+    (drag error / requested = 1 − strength)."""
+
+    def __init__(self, tasks):
+        self.tasks = {t.handle: t for t in tasks}
+        self.calls = 0
+
+    def edit(self, request, config, callback=None, seed=0):
+        from dragkit.shapes.scenes import replace_shape
+
+        self.calls += 1
+        t, f = self.tasks[request.handles[0]], config.inversion_strength
+        moved = replace_shape(t.scene, t.index, t.scene.shapes[t.index].moved(t.offset[0] * f, t.offset[1] * f))
+        return DragResult(Image.fromarray(render(moved)), list(request.targets), [], timings={"total": 0.1})
+
+
+def test_sweep_rows_their_plot_and_resuming(tasks, tmp_path):
+    variants = bench.build_variants(["dragdiffusion", "gooddrag"], ["lora_steps=5"],
+                                    sweeps=["inversion_strength=0.5,0.75", "feature_block=1"])
+    assert [v.label for v in variants] == [
+        "identity", "dragdiffusion@inversion_strength=0.5", "dragdiffusion@inversion_strength=0.75",
+        "gooddrag@inversion_strength=0.5", "gooddrag@inversion_strength=0.75", "dragdiffusion@feature_block=1",
+        "gooddrag@feature_block=1"]
+    by = {v.label: v for v in variants}
+    assert by["gooddrag@inversion_strength=0.5"].config.inversion_strength == 0.5
+    assert by["gooddrag@inversion_strength=0.5"].config.lora_steps == 5  # the --set overrides stay
+    assert by["dragdiffusion@feature_block=1"].sweep == ("feature_block", 1)
+    for bad, match in [(["nope=1"], "no requested method"), (["lora_steps"], "FIELD=v1,v2"),
+                       (["lora_steps=abc"], "cannot read")]:
+        with pytest.raises(DragError, match=match):
+            bench.build_variants(["dragdiffusion"], [], sweeps=bad)
+    with pytest.raises(DragError, match="--sweep and --ablations"):
+        bench.build_variants(["dragdiffusion"], [], True, sweeps=["lora_steps=0"])
+
+    few = tasks[:3]
+    editor = PartialEditor(few)
+    variants = bench.build_variants(["dragdiffusion"], [], sweeps=["inversion_strength=0.5,0.75"])
+    summary = bench.run_shapes_benchmark(lambda: editor, variants, few, tmp_path, seed=0, model="m")
+    assert summary["dragdiffusion@inversion_strength=0.5"]["drag_error_fraction"] == pytest.approx(0.5, abs=0.03)
+    assert summary["dragdiffusion@inversion_strength=0.75"]["drag_error_fraction"] == pytest.approx(0.25, abs=0.03)
+    meta = json.loads((tmp_path / "run.json").read_text())["variants"]
+    assert meta["dragdiffusion@inversion_strength=0.5"]["sweep"] == {"field": "inversion_strength", "value": 0.5}
+    assert (tmp_path / "sweep_inversion_strength.png").read_bytes()[:4] == b"\x89PNG"
+
+    more = bench.build_variants(["dragdiffusion"], [], sweeps=["inversion_strength=0.5,0.75,0.9"])
+    bench.run_shapes_benchmark(lambda: editor, more, few, tmp_path, seed=0, model="m")
+    assert editor.calls == 3 * 3  # only the new value's tasks were edited
+    records = bench.read_results(tmp_path)
+    [(values, points)] = [(list(zip(*c))[0], c) for c in bench.sweep_curves(records)["inversion_strength"].values()]
+    assert values == (0.5, 0.75, 0.9) and [p[3] for p in points] == [3, 3, 3]
+    assert [p[1][0] for p in points] == pytest.approx([0.5, 0.25, 0.1], abs=0.03)
+
+
+def test_a_pool_driven_shapes_run_gives_the_same_summary(tasks, tmp_path):
+    """The driver's side of `bench shapes --ray`, without Ray: LocalPool edits, this process measures and writes."""
+    from dragkit.benchmark.cluster import LocalPool
+
+    few = tasks[:2]
+    variants = bench.build_variants(["dragdiffusion"], [], sweeps=["inversion_strength=0.5"])
+    plain = bench.run_shapes_benchmark(lambda: PartialEditor(few), variants, few, tmp_path / "plain", model="m")
+    with LocalPool(lambda: PartialEditor(few)) as pool:
+        pooled = bench.run_shapes_benchmark(lambda: pytest.fail("loads its own editor"), variants, few,
+                                            tmp_path / "pool", model="m", pool=pool)
+    assert pooled == plain

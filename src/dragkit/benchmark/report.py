@@ -1,142 +1,70 @@
 """Evaluate finished benchmark runs and write a side-by-side report (Markdown, CSV, JSON and PNG plots).
 
-Aggregation as the papers: Mean Distance over **all point pairs** (overall and per category), Image Fidelity, DAI and
-the GScore-like judge over images.
+Aggregation as the papers: Mean Distance (and m-MD) over **all point pairs** (overall and per category), Image
+Fidelity, background fidelity, DAI, the GScore-like judge and drag-back over images. With ``repeats`` > 1 each
+aggregate of MD, m-MD and the judge also gets ``<metric>_std``: the sample standard deviation (n − 1) over the
+repeats of that aggregate (each repeat: the same samples with that repeat's seeds). The metrics of one sample are
+computed in :mod:`dragkit.benchmark.evaluate`.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 import logging
 import math
 import statistics
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from PIL import Image
-
-from ..io import atomic_path, load_image, save_json_atomic
-from ..types import DragError
-from .rundir import RUN_META
-from .runner import ERROR, RESULT
+from ..io import atomic_path, save_json_atomic
+from .evaluate import (DEFAULT_METRICS, METRICS, Evaluators, Run, evaluate_sample,  # noqa: F401  (the report's API)
+                       load_run)
 
 logger = logging.getLogger(__name__)
 
-METRICS = ("md", "if", "dai", "gscore")
-DEFAULT_METRICS = ("md", "if", "dai")
+PAIR_METRICS = ("md", "m_md")  # averaged over point pairs, from "<name>_distances"
+COLUMN_ORDER = ["md", "m_md", "if", "if_bg", "dai_1", "dai_5", "dai_10", "dai_20", "gscore_like", "drag_back"]
+_NOT_AGGREGATED = ("gscore_like_std",)  # per sample: the spread of that image's asks, not a metric
 
 
-@dataclass
-class Run:
-    """A finished (or partial) run directory: its meta data, the successful sample records and the failures."""
-
-    path: Path
-    meta: dict
-    results: list[dict]
-    failed: list[str]
-
-    @property
-    def label(self) -> str:
-        return self.path.name
-
-
-def load_run(path: str | Path) -> Run:
-    path = Path(path)
-    meta_file = path / RUN_META
-    if not meta_file.is_file():
-        raise DragError(f"{path}: not a benchmark run (no {RUN_META})")
-    results, failed = [], []
-    for f in sorted(path.rglob(RESULT)):
-        record = json.loads(f.read_text())
-        record["_dir"] = f.parent
-        results.append(record)
-    failed = sorted(f.parent.relative_to(path).as_posix() for f in path.rglob(ERROR)
-                    if not (f.parent / RESULT).exists())
-    if not results:
-        raise DragError(f"{path}: no finished samples")
-    return Run(path, json.loads(meta_file.read_text()), results, failed)
+def repeat_std(per_sample: list[list], pairs: bool) -> Optional[float]:
+    """Sample std (n − 1) over repeats of an aggregate: ``per_sample[i][r]`` is sample i's value (``pairs``: list of
+    pair distances) in repeat r; each repeat's aggregate is the mean over its images (pairs). None for one repeat."""
+    if not per_sample or len(per_sample[0]) < 2:
+        return None
+    means = []
+    for r in range(len(per_sample[0])):
+        xs = [d for v in per_sample for d in v[r]] if pairs else [v[r] for v in per_sample if v[r] is not None]
+        if xs:
+            means.append(statistics.fmean(xs))
+    return statistics.stdev(means) if len(means) > 1 else None
 
 
-@dataclass
-class Evaluators:
-    """What the requested metrics need; each is created on first use (models load once per report)."""
-
-    metrics: tuple[str, ...]
-    dift_factory: Optional[Callable[[], object]] = None
-    lpips_factory: Optional[Callable[[], object]] = None
-    judge_factory: Optional[Callable[[], object]] = None
-    judge_repeats: int = 10
-    _made: dict = field(default_factory=dict)
-    _source_features: dict = field(default_factory=dict)
-
-    def get(self, name: str):
-        if name not in self._made:
-            factory = {"md": self.dift_factory, "if": self.lpips_factory, "gscore": self.judge_factory}[name]
-            if factory is None:
-                raise DragError(f"metric {name!r} needs a model that was not configured")
-            self._made[name] = factory()
-        return self._made[name]
-
-    def source_features(self, image: Image.Image, prompt: str):
-        """DIFT features of an original image, computed once for all runs of the sample being evaluated."""
-        key = (hashlib.sha256(image.tobytes()).hexdigest(), image.size, prompt)
-        if key not in self._source_features:
-            self._source_features[key] = self.get("md").features(image, prompt)
-        return self._source_features[key]
-
-    def next_sample(self) -> None:
-        """Forget cached source features (runs are evaluated sample by sample, so memory stays flat)."""
-        self._source_features.clear()
-
-
-def evaluate_sample(record: dict, ev: Evaluators) -> dict:
-    """Metric values of one finished sample: {"md_distances": [...], "if": …, "dai_1": …, "gscore_like": …}."""
-    from ..metrics.dai import dai_all
-
-    sample_dir = record["_dir"]
-    req = record["request"]
-    original = load_image(sample_dir / req["image"])
-    edited = load_image(sample_dir / "dragged_image.png")
-    if edited.size != original.size:  # as the reference: the edited image is bilinearly resized to the source
-        edited = edited.resize(original.size, Image.BILINEAR)
-    handles, targets = req["handles"], req["targets"]
-    out: dict = {}
-    if "md" in ev.metrics:
-        from ..metrics.mean_distance import point_distances
-
-        dift = ev.get("md")
-        src = ev.source_features(original, req.get("prompt", ""))
-        dst = dift.features(edited, req.get("prompt", ""))
-        out["md_distances"] = point_distances(src, dst, handles, targets, (original.size[1], original.size[0]))
-    if "if" in ev.metrics:
-        from ..metrics.lpips import image_fidelity
-
-        out["if"] = image_fidelity(ev.get("if"), original, edited)
-    if "dai" in ev.metrics:
-        stored = {k: v for k, v in record.get("metrics", {}).items() if k.startswith("dai_")}
-        out.update(stored or dai_all(original, edited, handles, targets))
-    if "gscore" in ev.metrics:
-        judged = ev.get("gscore").score(original, edited, repeats=ev.judge_repeats)
-        out["gscore_like"] = judged.mean
-        out["gscore_like_std"] = judged.std
-    return out
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def aggregate(values: list[dict]) -> dict:
-    """Overall numbers over a list of per-sample metric dicts (MD over all pairs, the rest over images)."""
+    """Overall numbers over a list of per-sample metric dicts (MD and m-MD over all pairs, the rest over images),
+    with ``<metric>_std`` over repeats where the samples carry ``*_by_repeat`` values."""
     agg: dict = {"samples": len(values)}
-    pairs = [d for v in values for d in v.get("md_distances", [])]
-    if pairs:
-        agg["md"] = statistics.fmean(pairs)
-        agg["pairs"] = len(pairs)
-    keys = sorted({k for v in values for k in v if k not in ("md_distances", "gscore_like_std")})
+    for name in PAIR_METRICS:
+        key = f"{name}_distances"
+        pairs = [d for v in values for d in v.get(key, [])]
+        if pairs:
+            agg[name] = statistics.fmean(pairs)
+            agg["pairs"] = len(pairs)
+            std = repeat_std([v[f"{key}_by_repeat"] for v in values if f"{key}_by_repeat" in v], pairs=True)
+            if std is not None:
+                agg[f"{name}_std"] = std
+    keys = sorted({k for v in values for k, x in v.items() if _is_number(x) and k not in _NOT_AGGREGATED})
     for k in keys:
-        xs = [v[k] for v in values if v.get(k) is not None]
+        xs = [v[k] for v in values if _is_number(v.get(k))]
         if xs:
             agg[k] = statistics.fmean(xs)
+        std = repeat_std([v[f"{k}_by_repeat"] for v in values if f"{k}_by_repeat" in v], pairs=False)
+        if std is not None:
+            agg[f"{k}_std"] = std
     return agg
 
 
@@ -147,7 +75,8 @@ def run_report(run: Run, per_sample: dict[str, tuple[Optional[str], dict]]) -> d
     timings = [r["timings"]["total"] for r in run.results if r.get("timings", {}).get("total") is not None]
     return {
         "run": str(run.path), "label": run.label, "dataset": run.meta.get("dataset"), "method": run.meta.get("method"),
-        "model": run.meta.get("model"), "dai_normalisation": run.meta.get("dai"), "failed": run.failed,
+        "model": run.meta.get("model"), "seed": run.meta.get("seed"), "dai_normalisation": run.meta.get("dai"),
+        "failed": run.failed,
         "seconds_per_sample": statistics.fmean(timings) if timings else None,
         "overall": aggregate(values),
         "per_category": {c: aggregate([v for cc, v in per_sample.values() if cc == c]) for c in categories},
@@ -172,10 +101,17 @@ def evaluate_runs(runs: list[Run], ev: Evaluators, on_sample: Optional[Callable[
 # --- writing ---------------------------------------------------------------------------------------------------------
 
 def metric_columns(reports: list[dict]) -> list[str]:
+    """The metric columns present in any scope of any report (their ``_std`` companions are shown beside them)."""
     keys = {k for r in reports for scope in [r["overall"], *r["per_category"].values()] for k in scope}
-    order = ["md", "if", "dai_1", "dai_5", "dai_10", "dai_20", "gscore_like"]
-    rest = sorted(k for k in keys if k not in order and k not in ("samples", "pairs"))
-    return [k for k in order if k in keys] + rest
+    rest = sorted(k for k in keys
+                  if k not in COLUMN_ORDER and k not in ("samples", "pairs") and not k.endswith("_std"))
+    return [k for k in COLUMN_ORDER if k in keys] + rest
+
+
+def std_columns(reports: list[dict]) -> set[str]:
+    """The metrics that have a ``_std`` (repeats) in some scope of some report."""
+    return {k[:-4] for r in reports for scope in [r["overall"], *r["per_category"].values()] for k in scope
+            if k.endswith("_std")}
 
 
 def format_value(value) -> str:
@@ -185,18 +121,40 @@ def format_value(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def to_markdown(reports: list[dict]) -> str:
+def format_cell(scope: dict, metric: str) -> str:
+    """``metric`` of a report scope, "mean ± std" when repeats gave a std."""
+    std = scope.get(f"{metric}_std")
+    return format_value(scope.get(metric)) + (f" ± {format_value(std)}" if std is not None else "")
+
+
+def describe_evaluation(evaluation: Optional[dict]) -> list[str]:
+    """Markdown lines on how the numbers were made: DIFT model and revision, repeats, seeds."""
+    if not evaluation:
+        return []
+    lines = []
+    dift = evaluation.get("dift")
+    if dift:
+        lines.append(f"DIFT: `{dift['model']}` (revision {dift.get('revision') or 'unknown'}), "
+                     f"t = {dift['timestep']}, up_blocks[{dift['block']}], {dift['ensemble']} noise draws.")
+    lines.append(f"Repeats: {evaluation.get('repeats', 1)} (± = std over repeats, n − 1); seeds per sample: "
+                 f"`{evaluation.get('seed_rule')}` — every seed is listed in report.json.")
+    return lines + [""]
+
+
+def to_markdown(reports: list[dict], evaluation: Optional[dict] = None) -> str:
     cols = metric_columns(reports)
     head = "| run | method | samples | pairs | " + " | ".join(cols) + " |"
     sep = "|" + "---|" * (4 + len(cols))
     lines = ["# Benchmark report", "",
-             "MD: Mean Distance (px, ↓, DIFT, over all point pairs) · IF: 1 − LPIPS-Alex (↑) · "
-             "dai_γ: Dragging Accuracy Index (↓) · gscore_like: GScore-like judge (1–10, ↑).", "", "## Overall", "",
+             "MD: Mean Distance (px, ↓, DIFT, over all point pairs) · m_md: MD with the match searched inside the "
+             "editable region (↓) · IF: 1 − LPIPS-Alex (↑) · if_bg: IF outside the editable region (↑) · dai_γ: "
+             "Dragging Accuracy Index (↓) · gscore_like: GScore-like judge (1–10, ↑) · drag_back: 1 − LPIPS of the "
+             "original and its dragged-back edit (↑).", "", *describe_evaluation(evaluation), "## Overall", "",
              head, sep]
     for r in reports:
         o = r["overall"]
         lines.append(f"| {r['label']} | {r['method']} | {o['samples']} | {o.get('pairs', '–')} | "
-                     + " | ".join(format_value(o.get(c)) for c in cols) + " |")
+                     + " | ".join(format_cell(o, c) for c in cols) + " |")
     failed = [(r["label"], r["failed"]) for r in reports if r["failed"]]
     for label, ids in failed:
         lines += ["", f"{label}: {len(ids)} failed sample(s) not counted: {', '.join(ids)}"]
@@ -206,13 +164,14 @@ def to_markdown(reports: list[dict]) -> str:
                   "| category | " + " | ".join(r["label"] for r in reports) + " |",
                   "|" + "---|" * (1 + len(reports))]
         for cat in categories:
-            lines.append(f"| {cat} | " + " | ".join(format_value(r["per_category"].get(cat, {}).get(c_metric))
+            lines.append(f"| {cat} | " + " | ".join(format_cell(r["per_category"].get(cat, {}), c_metric)
                                                    for r in reports) + " |")
     return "\n".join(lines) + "\n"
 
 
 def write_csv(reports: list[dict], path: Path) -> None:
-    cols = metric_columns(reports)
+    stds = std_columns(reports)
+    cols = [name for c in metric_columns(reports) for name in ([c, f"{c}_std"] if c in stds else [c])]
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["run", "method", "dataset", "category", "samples", "pairs", *cols])
@@ -223,15 +182,16 @@ def write_csv(reports: list[dict], path: Path) -> None:
                                  values.get("pairs", ""), *["" if values.get(c) is None else values[c] for c in cols]])
 
 
-def write_report(reports: list[dict], out_dir: str | Path) -> list[Path]:
-    """report.md, report.csv, report.json and the plots into ``out_dir``; returns the written paths."""
+def write_report(reports: list[dict], out_dir: str | Path, evaluation: Optional[dict] = None) -> list[Path]:
+    """report.md, report.csv, report.json and the plots into ``out_dir``; returns the written paths. ``evaluation``
+    (:meth:`Evaluators.describe`) is recorded in report.json and summarised in report.md."""
     from .plots import category_bars, md_vs_if
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_json_atomic({"runs": reports}, out_dir / "report.json")
+    save_json_atomic({"runs": reports, **({"evaluation": evaluation} if evaluation else {})}, out_dir / "report.json")
     write_csv(reports, out_dir / "report.csv")
-    md = to_markdown(reports)
+    md = to_markdown(reports, evaluation)
     written = [out_dir / "report.json", out_dir / "report.csv"]
     plots = []
     try:

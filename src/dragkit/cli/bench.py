@@ -2,8 +2,10 @@
 
     dragkit bench dragbench --data DragBench --method dragdiffusion --out runs/dd
     dragkit bench drag100 --data Drag100 --method gooddrag --out runs/gd
-    dragkit bench report runs/dd runs/gd --out report
+    dragkit bench report runs/dd runs/gd --out report --metrics md,m-md,if,if-bg,dai --repeats 3
     dragkit bench shapes --method dragdiffusion --method gooddrag --n 100 --out runs/shapes --ablations
+    dragkit bench shapes --method dragdiffusion --sweep inversion_strength=0.5,0.6,0.7,0.8 --n 30 --out runs/sweep
+    dragkit bench dragbench --data DragBench --out runs/dd --ray auto --gpus-per-worker 1     # on a Ray cluster
 
 Each benchmark is a sub-command added by one function in ``SUBCOMMANDS``; every dataset of
 :data:`dragkit.datasets.DATASETS` gets a runner.
@@ -12,6 +14,7 @@ Each benchmark is a sub-command added by one function in ``SUBCOMMANDS``; every 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from pathlib import Path
@@ -40,7 +43,38 @@ def _add_dataset_runner(sub, dataset: str, title: str) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_options(p)
     add_method_options(p)
+    add_cluster_options(p)
     p.set_defaults(func=run_dataset, dataset=dataset)
+
+
+def add_cluster_options(p) -> None:
+    g = p.add_argument_group("Ray cluster (pip install 'dragkit[cluster]')")
+    g.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="spread the edits over a Ray cluster: ADDRESS of a running one (auto, HOST:6379, "
+                        "ray://HOST:10001), or none to start a local one; the model loads once per worker")
+    g.add_argument("--workers", type=positive_int, default=None,
+                   help="Ray workers (default: as many as the cluster's GPUs, or CPUs without GPUs, allow)")
+    g.add_argument("--gpus-per-worker", type=float, default=None, metavar="G",
+                   help="GPUs per worker (default: 1 when the cluster has GPUs, else 0)")
+    g.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="C",
+                   help="CPUs per worker, also its torch threads (default: %(default)s)")
+
+
+def ray_pool(args: argparse.Namespace, lora_cache_dir: str):
+    """A :class:`~dragkit.benchmark.cluster.RayPool` whose workers load the editor as this command would, or None
+    without ``--ray`` (a one-line error when Ray is not installed)."""
+    if args.ray is None:
+        return None
+    from ..benchmark.cluster import RayPool
+
+    options = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "func"})
+    for name in ("model", "model_config", "vae", "style_lora"):  # workers may start in another folder
+        value = getattr(options, name, None)
+        if value and Path(value).expanduser().exists():
+            setattr(options, name, str(Path(value).expanduser().resolve()))
+    load = functools.partial(load_editor, options, lora_cache_dir=str(Path(lora_cache_dir).resolve()))
+    return RayPool(load, address=args.ray or None, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+                   cpus_per_worker=args.cpus_per_worker)
 
 
 def _add_report(sub) -> None:
@@ -54,8 +88,12 @@ def _add_report(sub) -> None:
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
                    help=f"comma-separated, from {', '.join(METRICS)} (default: %(default)s)")
     p.add_argument("--device", default=None, help="cuda, mps or cpu for MD/IF models (default: the best available)")
-    g = p.add_argument_group("Mean Distance (DIFT)")
-    g.add_argument("--dift-model", default=DIFT_MODEL, help="diffusers model for DIFT features (default: %(default)s)")
+    p.add_argument("--repeats", type=positive_int, default=1, metavar="N",
+                   help="evaluate MD, m-MD and the judge N times (per-sample seeds 0..N-1 of a hash of the sample "
+                        "id) and report mean ± std (default: %(default)s)")
+    g = p.add_argument_group("Mean Distance and m-MD (DIFT)")
+    g.add_argument("--dift-model", default=DIFT_MODEL,
+                   help="diffusers model (Hub id or local folder) for DIFT features (default: %(default)s)")
     g.add_argument("--dift-ensemble", type=positive_int, default=8, help="noise draws (default: %(default)s)")
     g.add_argument("--dift-timestep", type=int, default=261, help="noise timestep (default: %(default)s)")
     g.add_argument("--dift-block", type=int, default=1, help="UNet up block used (default: %(default)s)")
@@ -65,6 +103,10 @@ def _add_report(sub) -> None:
     j.add_argument("--judge-model", default=None, help="model name (or DRAGKIT_JUDGE_MODEL)")
     j.add_argument("--judge-repeats", type=positive_int, default=10, help="asks per image (default: %(default)s)")
     j.add_argument("--judge-timeout", type=float, default=60.0, help="seconds per request (default: %(default)s)")
+    d = p.add_argument_group("drag-back (a second edit per sample: the run's method, config and seed)")
+    d.add_argument("--model", default=None,
+                   help="model that drags back (default: the model each run recorded in run.json)")
+    d.add_argument("--lora-cache", default=None, metavar="DIR", help="identity-LoRA cache of the drag-back edits")
     p.set_defaults(func=run_report)
 
 
@@ -86,8 +128,12 @@ def _add_shapes(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="task set and LoRA-noise seed (default: %(default)s)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--lora-cache", default=None, metavar="DIR", help="identity-LoRA cache (default: DIR/lora_cache)")
+    p.add_argument("--sweep", dest="sweeps", action="append", default=[], metavar="FIELD=v1,v2,...",
+                   help="one row per value of a config field, for every method that has it, and sweep_FIELD.png "
+                        "(repeatable: each field swept on its own; replaces the plain method rows)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_model_options(p, default_model=None, default_model_help="the shipped shapes model")
+    add_cluster_options(p)
     p.set_defaults(func=run_shapes)
 
 
@@ -132,37 +178,34 @@ def run_dataset(args: argparse.Namespace) -> int:
     from ..benchmark.runner import check_run, parse_shard, run_benchmark, run_meta, select_ids
     from ..datasets import sample_ids
 
+    out = Path(args.out)
+    cache = Path(args.lora_cache) if args.lora_cache else out.resolve().parent / "lora_cache"
+    pool = ray_pool(args, str(cache))  # without Ray installed, --ray fails first
     config = build_config(args)
     shard = parse_shard(args.shard)
     ids = select_ids(sample_ids(args.dataset, args.data), args.limit, shard)
-    out = Path(args.out)
-    cache = Path(args.lora_cache) if args.lora_cache else out.resolve().parent / "lora_cache"
     check_run(out, run_meta(args.dataset, args.data, config, args.model, args.seed, args.resize,
                             not args.dai_plain))  # before loading the model: a mismatch fails at once
-    editor = load_editor(args, lora_cache_dir=str(cache))
+    editor = load_editor(args, lora_cache_dir=str(cache)) if pool is None else None
     bar = _SampleBar(len(ids), enabled=not args.no_progress)
     try:
         summary = run_benchmark(editor, config, args.dataset, args.data, out, model=args.model, seed=args.seed,
                                 resize=args.resize, limit=args.limit, shard=shard, dai_official=not args.dai_plain,
-                                on_sample=bar)
+                                on_sample=bar, pool=pool)
     finally:
         bar.close()
+        if pool is not None:
+            pool.close()
     print(f"{out}: {len(summary.done)} edited, {len(summary.skipped)} already done, {len(summary.failed)} failed")
     for sid, message in summary.failed.items():
         print(f"  failed {sid}: {message}", file=sys.stderr)
     return 1 if summary.failed else 0
 
 
-def run_report(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from ..benchmark.report import METRICS, Evaluators, evaluate_runs, load_run, write_report
-
-    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown or not metrics:
-        raise DragError(f"--metrics: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(METRICS)}")
-    runs = [load_run(r) for r in args.runs]
+def report_evaluators(args: argparse.Namespace, metrics: tuple[str, ...]):
+    """The :class:`Evaluators` of ``bench report``: DIFT, LPIPS, the judge and the drag-back editor as the options
+    say, each loaded on first use."""
+    from ..benchmark.report import Evaluators
 
     def dift():
         from ..metrics.mean_distance import DiftFeaturizer
@@ -181,13 +224,40 @@ def run_report(args: argparse.Namespace) -> int:
 
         return JudgeClient.from_env(args.judge_url, args.judge_model, timeout=args.judge_timeout)
 
-    ev = Evaluators(metrics, dift, lpips, judge, judge_repeats=args.judge_repeats)
+    def editor(model: str):
+        from ..editor import DragEditor
+
+        return DragEditor.from_pretrained(model, device=args.device, lora_cache_dir=args.lora_cache)
+
+    return Evaluators(metrics, dift, lpips, judge, judge_repeats=args.judge_repeats, repeats=args.repeats,
+                      editor_factory=editor, drag_back_model=args.model)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..benchmark.report import METRICS, evaluate_runs, load_run, write_report
+
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown or not metrics:
+        raise DragError(f"--metrics: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(METRICS)}")
+    runs = [load_run(r) for r in args.runs]
+    ev = report_evaluators(args, metrics)
+    # every model loads before the first sample: a missing one fails at once, in one line
     if "gscore" in metrics:
-        ev.get("gscore")  # fail on a missing endpoint before any model work
+        ev.get("gscore")
+    if {"md", "m-md"} & set(metrics):
+        ev.get("md")
+    if {"if", "if-bg", "drag-back"} & set(metrics):
+        ev.get("if")
+    if "drag-back" in metrics:
+        for run in runs:
+            ev.editor(ev.drag_back_model_of(run.meta))
     with tqdm(total=sum(len(run.results) for run in runs), desc="evaluate", unit="image", file=sys.stderr,
               disable=args.no_progress) as bar:
         reports = evaluate_runs(runs, ev, on_sample=lambda sid: bar.update(1))
-    for path in write_report(reports, args.out):
+    for path in write_report(reports, args.out, ev.describe()):
         print(path)
     return 0
 
@@ -199,7 +269,8 @@ def run_shapes(args: argparse.Namespace) -> int:
     from ..shapes.tasks import make_tasks
     from .common import ProgressBars
 
-    variants = build_variants(args.methods or ["dragdiffusion", "gooddrag"], args.overrides, args.ablations)
+    variants = build_variants(args.methods or ["dragdiffusion", "gooddrag"], args.overrides, args.ablations,
+                              args.sweeps)
     model = None
     if any(v.config is not None for v in variants):
         from ..shapes.model import default_model_path
@@ -210,6 +281,7 @@ def run_shapes(args: argparse.Namespace) -> int:
     tasks = make_tasks(args.n, args.seed)
     cache = args.lora_cache or str(out / "lora_cache")
     bars = ProgressBars(enabled=not args.no_progress)
+    pool = ray_pool(args, cache)
     with tqdm(total=len(variants) * len(tasks), desc="edits", unit="edit", file=sys.stderr,
               disable=args.no_progress or not sys.stderr.isatty()) as outer:
         def on_task(label, task_id, status):
@@ -217,8 +289,12 @@ def run_shapes(args: argparse.Namespace) -> int:
             outer.set_postfix_str(f"{label} {task_id} {status}", refresh=False)
             outer.update(1)
 
-        summary = run_shapes_benchmark(lambda: load_editor(args, lora_cache_dir=cache), variants, tasks, out,
-                                       seed=args.seed, model=model, callback=bars, on_task=on_task)
+        try:
+            summary = run_shapes_benchmark(lambda: load_editor(args, lora_cache_dir=cache), variants, tasks, out,
+                                           seed=args.seed, model=model, callback=bars, on_task=on_task, pool=pool)
+        finally:
+            if pool is not None:
+                pool.close()
     bars.close()
     print((out / "table.md").read_text().split("\n\n", 2)[-1].rstrip())
     return 0 if summary else 1

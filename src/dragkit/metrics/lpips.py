@@ -146,3 +146,24 @@ def image_fidelity(lpips: LPIPS, original, edited) -> float:
     """1 − LPIPS(original, edited) at 224×224."""
     device = lpips.shift.device
     return 1.0 - float(lpips(to_lpips_input(original, device=device), to_lpips_input(edited, device=device))[0])
+
+
+BACKGROUND_FILL = (128, 128, 128)  # what the editable region is painted with, in both images (≈ 0 in [−1, 1])
+
+
+def background_fidelity(lpips: LPIPS, original, edited, editable) -> Optional[float]:
+    """Background-only fidelity (after ReD Bench): 1 − LPIPS(original, edited) with the editable region (H×W,
+    nonzero = editable, the sample's mask) painted :data:`BACKGROUND_FILL` in **both** images, so only what lies
+    outside it is compared. 1 exactly when nothing outside the region changed; equal to :func:`image_fidelity` for an
+    empty region; None when the whole image is editable (no background)."""
+    keep = np.asarray(editable) == 0
+    a, b = np.array(original.convert("RGB")), np.array(edited.convert("RGB"))
+    if keep.shape != a.shape[:2] or a.shape != b.shape:
+        raise DragError(f"if-bg: mask {keep.shape[::-1]}, original {a.shape[1::-1]}, edited {b.shape[1::-1]} differ")
+    if not keep.any():
+        return None
+    a[~keep] = BACKGROUND_FILL
+    b[~keep] = BACKGROUND_FILL
+    from PIL import Image
+
+    return image_fidelity(lpips, Image.fromarray(a), Image.fromarray(b))

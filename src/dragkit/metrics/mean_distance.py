@@ -10,19 +10,26 @@ The upsampled 1280-channel maps are never held at full resolution. Bilinear upsa
 sum of the four low-resolution corners around p, so ‖U(f)(p)‖² = ωᵀ G ω with ω the four bilinear weights of p and G the
 4×4 Gram matrix of those corners, computed once per low-resolution cell. Cosine maps are therefore exactly the
 definition's (up to float rounding) at the cost of a few single-channel full-size maps.
+
+**m-MD** (DragLoRA, ``drag_bench_evaluation/run_eval_point_matching.py``): the same, with the match searched only
+among the pixels of the editable region (``region=`` the sample's mask), so that a handle cannot "match" in an
+unrelated part of the picture. DIFT's noise is seeded per sample (:mod:`.seeds`), so both share one feature pass.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import first_line
 from ..features import FeatureCapture
-from ..hub import DIFT_MODEL
+from ..hub import DIFT_MODEL, offline
 from ..types import DragError
 
 logger = logging.getLogger(__name__)
@@ -86,21 +93,67 @@ def _pixel(p: Sequence[float], size_hw: tuple[int, int]) -> tuple[int, int]:
 
 
 def match_handles(source: torch.Tensor, edited: torch.Tensor, handles: Sequence[Sequence[float]],
-                  size_hw: tuple[int, int]) -> list[tuple[int, int]]:
+                  size_hw: tuple[int, int], region=None) -> list[tuple[int, int]]:
     """(x, y) in the edited image best matching each handle of the source: argmax of cosine similarity of the
-    upsampled C×h×w feature maps (handles rounded to the nearest pixel, as DragBench's integer points)."""
+    upsampled C×h×w feature maps (handles rounded to the nearest pixel, as DragBench's integer points).
+
+    ``region`` (H×W, nonzero = searched; m-MD passes the editable region): only those pixels can be the match; ties
+    go to the first in raster order, as the reference's candidate list."""
     source, edited = source.float(), edited.float()
     vectors = upsampled_at(source, [_pixel(p, size_hw) for p in handles], size_hw)
-    flat = cosine_maps(vectors, edited, size_hw).flatten(1).argmax(dim=1).tolist()
+    maps = cosine_maps(vectors, edited, size_hw)
+    if region is not None:
+        allowed = torch.as_tensor(np.asarray(region) != 0, device=maps.device)
+        if tuple(allowed.shape) != tuple(size_hw):
+            raise DragError(f"m-MD: region is {allowed.shape[1]}x{allowed.shape[0]}, the image "
+                            f"{size_hw[1]}x{size_hw[0]}")
+        if not allowed.any():
+            raise DragError("m-MD: the editable region is empty")
+        maps = maps.masked_fill(~allowed, -math.inf)
+    flat = maps.flatten(1).argmax(dim=1).tolist()
     W = size_hw[1]
     return [(i % W, i // W) for i in flat]
 
 
 def point_distances(source: torch.Tensor, edited: torch.Tensor, handles, targets,
-                    size_hw: tuple[int, int]) -> list[float]:
-    """Per pair: Euclidean pixel distance from the DIFT match of the handle to the target."""
-    matches = match_handles(source, edited, handles, size_hw)
+                    size_hw: tuple[int, int], region=None) -> list[float]:
+    """Per pair: Euclidean pixel distance from the DIFT match of the handle to the target (MD); with ``region`` the
+    match is searched only there (m-MD with the editable region)."""
+    matches = match_handles(source, edited, handles, size_hw, region)
     return [math.dist(m, t) for m, t in zip(matches, targets)]
+
+
+# --- which model, and where it came from -----------------------------------------------------------------------------
+
+def hub_revision(model: str) -> Optional[str]:
+    """The commit of a Hub model's cached snapshot (what ``from_pretrained`` loaded), None for a local folder or file
+    or when it cannot be told."""
+    if Path(model).expanduser().exists():
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(model, "model_index.json")
+    except Exception:  # not a repo id, or no huggingface_hub: unknown
+        return None
+    parts = Path(found).parts if isinstance(found, str) else ()
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else None
+
+
+def dift_load_error(model: str, exc: Exception) -> str:
+    """One line: which DIFT model was tried, where, why it failed, and how to pass a local copy instead."""
+    if Path(model).expanduser().exists():
+        tried = f"the local folder {model}"
+    else:
+        where = ("the Hugging Face cache only (HF_HUB_OFFLINE is set)" if offline()
+                 else "the Hugging Face cache, then the Hub")
+        tried = f"{model!r} from {where}"
+    reason = first_line(exc).split("; download it once")[0].replace("--model ", "--dift-model ")
+    if reason.startswith("cannot fetch"):  # models.py's Hub message: say it short, without its --model hint
+        reason = "not in the cache" if offline() else "not in the cache, and the Hub did not give it"
+    return (f"Mean Distance: cannot load the DIFT model: tried {tried}: {reason}; pass a local diffusers copy of "
+            f"SD 2.1 with --dift-model PATH (e.g. `hf download {DIFT_MODEL} --local-dir sd21`, "
+            "then --dift-model sd21)")
 
 
 # --- DIFT feature extractor ------------------------------------------------------------------------------------------
@@ -114,8 +167,8 @@ class DiftFeaturizer:
 
     ``features(image, prompt)`` → C×h×w float32: the output of ``unet.up_blocks[block]`` for the VAE posterior sample
     noised to ``timestep``, averaged over ``ensemble`` noise draws. The UNet forward stops right after that block.
-    The noise is seeded per image (``seed``), so a sample's features do not depend on which samples came before
-    (the reference seeds once per evaluated folder).
+    The noise is seeded per call (``seed``; the report derives it from the sample id, :mod:`.seeds`), so a sample's
+    features do not depend on which samples came before (the reference seeds once per evaluated folder).
     """
 
     def __init__(self, model, timestep: int = 261, block: int = 1, ensemble: int = 8):
@@ -124,6 +177,7 @@ class DiftFeaturizer:
         self.model = model
         self.scheduler = DDIMScheduler.from_config(model.scheduler_config)
         self.timestep, self.block, self.ensemble = timestep, block, ensemble
+        self.revision: Optional[str] = None  # the Hub commit, set by from_pretrained when known
         if not 0 <= block < len(model.unet.up_blocks):
             raise DragError(f"DIFT block {block}: the UNet has {len(model.unet.up_blocks)} up blocks")
 
@@ -133,9 +187,17 @@ class DiftFeaturizer:
         from ..models import DiffusionModel, ModelLoadError
 
         try:
-            return cls(DiffusionModel.from_pretrained(model, device=device, dtype=dtype), **kwargs)
+            loaded = DiffusionModel.from_pretrained(model, device=device, dtype=dtype)
         except ModelLoadError as exc:
-            raise DragError(f"DIFT model for Mean Distance (--dift-model): {exc}") from None
+            raise DragError(dift_load_error(model, exc)) from None
+        dift = cls(loaded, **kwargs)
+        dift.revision = hub_revision(model)
+        return dift
+
+    def describe(self) -> dict:
+        """What a report records of the features: model, its Hub revision (when known), timestep, block, draws."""
+        return {"model": self.model.name, "revision": self.revision, "timestep": self.timestep,
+                "block": self.block, "ensemble": self.ensemble}
 
     @torch.no_grad()
     def features(self, image, prompt: str = "", seed: int = 42) -> torch.Tensor:

@@ -19,6 +19,12 @@ config, labelled ``<method>-<ablation>``:
   information-preserving target F_orig(h⁰_i) (``information_preserving=false``);
 - ``no-aldd`` (GoodDrag): every drag operation at t*, then plain denoising — ``drag_denoise_steps=1``,
   ``trackings_per_denoise`` = T_d·B (70 with the defaults), the paper's "w/o AlDD" (§5.3, Fig. 12).
+
+Sweeps (``--sweep FIELD=v1,v2,…``, repeatable; DragDiffusion's Fig. 7 ablations: ``inversion_strength``,
+``lora_steps``, ``feature_block``): for every method that has the field, one row per value, labelled
+``<method>@FIELD=value``, each the method's (overridden) config with that one field changed; each swept field gets
+``sweep_<FIELD>.png`` — drag error and background PSNR against the value, one line per method, mean ± standard error
+over the tasks. Fields are swept one at a time (not a grid), as in the paper.
 """
 
 from __future__ import annotations
@@ -29,12 +35,12 @@ import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from ..benchmark.rundir import check_run_dir, write_run_meta
-from ..config import config_to_dict, configs_with_overrides, default_config
+from ..config import apply_overrides, config_fields, config_to_dict, configs_with_overrides, default_config
 from ..io import atomic_path, save_image_atomic, save_json_atomic
 from ..types import DragError
 from .metrics import drag_metrics
@@ -64,28 +70,61 @@ ABLATIONS: dict[str, list[tuple[str, Callable[[Any], dict]]]] = {
 
 @dataclass(frozen=True)
 class Variant:
-    """One row of the table: a label, its method and its config (None for identity)."""
+    """One row of the table: a label, its method, its config (None for identity) and, for a sweep row, the swept
+    (field, value)."""
 
     label: str
     method: str
     config: Any = None
+    sweep: Optional[tuple[str, Any]] = None
 
     def meta(self) -> dict:
-        return {"method": self.method, "config": None if self.config is None else config_to_dict(self.config)}
+        meta = {"method": self.method, "config": None if self.config is None else config_to_dict(self.config)}
+        if self.sweep is not None:
+            meta["sweep"] = {"field": self.sweep[0], "value": self.sweep[1]}
+        return meta
 
 
-def build_variants(methods: list[str], overrides: list[str], ablations: bool = False) -> list[Variant]:
+def parse_sweep(text: str) -> tuple[str, list[str]]:
+    """"FIELD=v1,v2,…" → (FIELD, [v1, v2, …]) (values deduplicated, order kept)."""
+    name, _, values = text.partition("=")
+    items = list(dict.fromkeys(v.strip() for v in values.split(",") if v.strip()))
+    if not name.strip() or not items:
+        raise DragError(f"--sweep expects FIELD=v1,v2,..., got {text!r}")
+    return name.strip(), items
+
+
+def sweep_variants(configs: dict[str, Any], sweep: str) -> list[Variant]:
+    """The rows of one ``--sweep FIELD=v1,v2,…``: every method whose config has FIELD, every value."""
+    name, values = parse_sweep(sweep)
+    having = {m: c for m, c in configs.items() if name in config_fields(type(c))}
+    if not having:
+        raise DragError(f"--sweep {name}: no requested method ({', '.join(configs) or 'none'}) has this config field")
+    rows = []
+    for method, config in having.items():
+        for value in values:
+            changed = apply_overrides(config, [f"{name}={value}"])
+            rows.append(Variant(f"{method}@{name}={value}", method, changed, (name, getattr(changed, name))))
+    return rows
+
+
+def build_variants(methods: list[str], overrides: list[str], ablations: bool = False,
+                   sweeps: Sequence[str] = ()) -> list[Variant]:
     """Identity first (always: the baseline row), then each requested method with ``overrides`` (FIELD=VALUE, each
     applied to every method whose config has the field; an error when none has it) and, with ``ablations``, its
-    ablation rows."""
+    ablation rows. With ``sweeps`` ("FIELD=v1,v2,…" each) the method rows are the sweep rows instead."""
     import dataclasses
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise DragError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
+    if sweeps and ablations:
+        raise DragError("--sweep and --ablations make different tables: run them into separate folders")
     drag_methods = [m for m in dict.fromkeys(methods) if m != IDENTITY]
     configs = configs_with_overrides({m: default_config(m) for m in drag_methods}, overrides)
     variants = [Variant(IDENTITY, IDENTITY)]
+    if sweeps:
+        return variants + [v for sweep in sweeps for v in sweep_variants(configs, sweep)]
     for method, config in configs.items():
         variants.append(Variant(method, method, config))
         if ablations:
@@ -135,16 +174,25 @@ def append_result(out_dir: Path, record: dict) -> None:
 
 def run_task(editor, variant: Variant, task: ShapeTask, out_dir: Path, *, seed: int, callback=None) -> dict:
     """Edit ``task`` with ``variant`` (identity: no edit), save the image, return its ``results.jsonl`` record."""
+    result = None if variant.config is None else editor.edit(task.request(), variant.config, callback=callback,
+                                                             seed=seed)
+    return task_result(variant, task, result, out_dir)
+
+
+def task_result(variant: Variant, task: ShapeTask, result, out_dir: Path) -> dict:
+    """Save the edited image of ``task`` (``result`` None: identity, the input itself) and measure it; returns the
+    ``results.jsonl`` record."""
     original = task.image()
     record: dict = {"variant": variant.label, "method": variant.method, "task_id": task.task_id,
                     "scene_seed": task.scene_seed, "object": task.scene.shapes[task.index].kind,
                     "colour": str(task.scene.shapes[task.index].colour), "prompt": task.prompt,
                     "handle": list(task.handle), "target": list(task.target), "offset": list(task.offset),
                     "distance": task.distance}
-    if variant.config is None:
+    if variant.sweep is not None:
+        record["sweep"] = {"field": variant.sweep[0], "value": variant.sweep[1]}
+    if result is None:
         edited, final_handles, timings, steps = original, [list(task.handle)], {}, 0
     else:
-        result = editor.edit(task.request(), variant.config, callback=callback, seed=seed)
         edited, timings, steps = np.asarray(result.image.convert("RGB")), result.timings, result.steps
         final_handles = [list(p) for p in result.final_handles]
     from PIL import Image
@@ -157,30 +205,46 @@ def run_task(editor, variant: Variant, task: ShapeTask, out_dir: Path, *, seed: 
 
 def run_shapes_benchmark(load_editor: Callable[[], Any], variants: list[Variant], tasks: list[ShapeTask],
                          out_dir: str | Path, *, seed: int = 0, model: Optional[str] = None,
-                         callback=None, on_task: Optional[Callable[[str, str, str], None]] = None) -> dict:
+                         callback=None, on_task: Optional[Callable[[str, str, str], None]] = None,
+                         pool=None) -> dict:
     """Run every (variant, task) pair not yet in ``out_dir`` and write the summary files; returns the summary.
 
     ``load_editor()`` is called once, before anything is written, and only if some drag variant has work left.
     ``on_task(label, task_id, status)`` is called after each pair with "done" or "skipped"; ``callback`` receives
-    every ProgressEvent.
+    every ProgressEvent. ``pool`` (a :class:`~dragkit.benchmark.cluster.RayPool`, which loads its own editors) runs
+    the edits on Ray workers; this process measures and writes, pairs finish in any order.
     """
     out_dir = Path(out_dir)
     meta = check_run(out_dir, seed, model, variants)
     done = {(r["variant"], r["task_id"]) for r in read_results(out_dir)}
     todo = [(v, t) for v in variants for t in tasks if (v.label, t.task_id) not in done]
-    editor = load_editor() if any(v.config is not None for v, _ in todo) else None  # fails before anything is written
+    needs_editor = pool is None and any(v.config is not None for v, _ in todo)
+    editor = load_editor() if needs_editor else None  # fails before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
     write_run_meta(out_dir, meta)
-    for variant in variants:
-        for task in tasks:
-            if (variant.label, task.task_id) in done:
-                status = "skipped"
-            else:
-                append_result(out_dir, run_task(editor, variant, task, out_dir, seed=seed, callback=callback))
-                status = "done"
-            if on_task is not None:
-                on_task(variant.label, task.task_id, status)
+    report = on_task or (lambda label, task_id, status: None)
+    for variant, task in [(v, t) for v in variants for t in tasks if (v.label, t.task_id) in done]:
+        report(variant.label, task.task_id, "skipped")
+    here = todo if pool is None else [(v, t) for v, t in todo if v.config is None]
+    for variant, task in here:
+        append_result(out_dir, run_task(editor, variant, task, out_dir, seed=seed, callback=callback))
+        report(variant.label, task.task_id, "done")
+    if pool is not None:
+        _run_on_pool(pool, [(v, t) for v, t in todo if v.config is not None], out_dir, seed, report)
     return write_summary(out_dir, [t.task_id for t in tasks], [v.label for v in variants])
+
+
+def _run_on_pool(pool, pairs: list[tuple[Variant, ShapeTask]], out_dir: Path, seed: int, report) -> None:
+    from ..benchmark.cluster import EditJob
+
+    jobs = (((v.label, t.task_id), EditJob(t.request(), v.config, seed)) for v, t in pairs)
+    by_key = {(v.label, t.task_id): (v, t) for v, t in pairs}
+    for key, outcome in pool.map(jobs, count=len(pairs)):
+        variant, task = by_key[key]
+        if outcome.error is not None:  # as in one process, where the edit's exception stops the run
+            raise DragError(f"{variant.label} task {task.task_id}: {outcome.error}")
+        append_result(out_dir, task_result(variant, task, outcome.result, out_dir))
+        report(variant.label, task.task_id, "done")
 
 
 # --- summary, tables, plot -----------------------------------------------------------------------------------------
@@ -198,8 +262,8 @@ def summarize(records: list[dict]) -> dict:
 
 
 def write_summary(out_dir: Path, task_ids: list[str], order: list[str]) -> dict:
-    """``summary.json``, ``table.md``, ``table.csv`` and ``plot.png`` over ``task_ids``, for every variant in the
-    folder (``order`` first). Returns the summary {variant: {...}}."""
+    """``summary.json``, ``table.md``, ``table.csv``, ``plot.png`` (and ``sweep_<FIELD>.png`` per swept field) over
+    ``task_ids``, for every variant in the folder (``order`` first). Returns the summary {variant: {...}}."""
     wanted = set(task_ids)
     records = [r for r in read_results(out_dir) if r["task_id"] in wanted]
     labels = list(dict.fromkeys(order + sorted({r["variant"] for r in records})))
@@ -212,6 +276,7 @@ def write_summary(out_dir: Path, task_ids: list[str], order: list[str]) -> dict:
         tmp.write_text(to_markdown(rows))
     write_csv(rows, out_dir / "table.csv")
     plot_error_vs_background({label: by_label[label] for label in summary}, out_dir / "plot.png")
+    plot_sweeps(records, out_dir)
     return summary
 
 
@@ -274,3 +339,71 @@ def plot_error_vs_background(by_label: dict[str, list[dict]], path: Path) -> Opt
         return save_png(fig, path)
     finally:
         plt.close(fig)
+
+
+def mean_and_error(values: list[float]) -> tuple[Optional[float], float]:
+    """(mean, standard error of the mean) of the finite values; (None, 0) when there are none."""
+    xs = [v for v in values if v is not None and not math.isnan(v)]
+    if not xs:
+        return None, 0.0
+    return statistics.fmean(xs), (statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else 0.0)
+
+
+def sweep_curves(records: list[dict]) -> dict[str, dict[str, list[tuple]]]:
+    """{field: {method: [(value, drag error fraction (mean, se), background PSNR (mean, se), n), …]}} of the sweep
+    rows in ``records``, values in increasing order."""
+    groups: dict = {}
+    for r in records:
+        if r.get("sweep"):
+            key = (r["sweep"]["field"], r["method"], json.dumps(r["sweep"]["value"]))
+            groups.setdefault(key, []).append(r)
+    curves: dict = {}
+    for (name, method, value), rs in groups.items():
+        point = (json.loads(value), mean_and_error([x["metrics"]["drag_error_fraction"] for x in rs]),
+                 mean_and_error([x["metrics"]["background_psnr"] for x in rs]), len(rs))
+        curves.setdefault(name, {}).setdefault(method, []).append(point)
+    for methods in curves.values():
+        for points in methods.values():
+            points.sort(key=lambda p: (str(type(p[0])), p[0]))
+    return curves
+
+
+def plot_sweeps(records: list[dict], out_dir: Path) -> list[Path]:
+    """``sweep_<FIELD>.png`` per swept field: drag error / requested (↓) and background PSNR (↑) against the value,
+    one line per method (mean ± standard error over the tasks), identity dashed; [] without sweeps or matplotlib."""
+    curves = sweep_curves(records)
+    if not curves:
+        return []
+    try:
+        from ..benchmark.plots import pyplot, save_png
+
+        plt = pyplot()
+    except ImportError:
+        logger.warning("matplotlib is not installed: no sweep plots (pip install matplotlib)")
+        return []
+    identity = [r["metrics"] for r in records if r["variant"] == IDENTITY]
+    written = []
+    for name, methods in curves.items():
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        try:
+            for panel, (ax, metric, ylabel) in enumerate(zip(
+                    axes, ("drag_error_fraction", "background_psnr"),
+                    ("drag error / requested distance ↓", "background PSNR (dB) ↑"))):
+                for method, points in methods.items():
+                    xs = [p[0] for p in points]
+                    ys, es = [p[1 + panel][0] for p in points], [p[1 + panel][1] for p in points]
+                    ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=f"{method} (n = {points[0][3]})")
+                base = mean_and_error([m[metric] for m in identity])[0]
+                if base is not None:
+                    ax.axhline(base, color="grey", linestyle="--", label="identity")
+                if panel == 0:
+                    ax.set_ylim(bottom=0)  # 0 = moved exactly as asked; identity sits at 1
+                ax.set_xlabel(name)
+                ax.set_ylabel(ylabel)
+                ax.grid(alpha=0.3)
+                ax.legend(fontsize=7)
+            fig.suptitle(f"sweep of {name} (mean ± standard error over tasks)")
+            written.append(save_png(fig, out_dir / f"sweep_{name}.png"))
+        finally:
+            plt.close(fig)
+    return written
