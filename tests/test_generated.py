@@ -228,3 +228,15 @@ def test_style_lora_applies_to_generation_and_drag_and_survives_the_identity_lor
     with pytest.raises(DragError, match="style LoRA not found"):
         DiffusionModel.from_pretrained(str(tiny_model_dir), device="cpu",
                                        style_lora=str(tmp_path / "nope.safetensors"))
+
+
+def test_the_generation_record_is_one_transaction(editor, tmp_path):
+    """Image, latents and JSON appear together or not at all: a failing last file takes the others back."""
+    from dragkit.generation import record_paths, save_generation
+
+    gen = editor.generate(gen_config(num_inference_steps=2))
+    target = tmp_path / "gen.png"
+    target.mkdir()  # the image cannot be put in place
+    with pytest.raises(OSError):
+        save_generation(gen, target)
+    assert not any(p.exists() for p in record_paths(target)) and sorted(tmp_path.iterdir()) == [target]

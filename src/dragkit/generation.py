@@ -147,11 +147,11 @@ def save_generation(generation: Generation, image_path: str | Path) -> list[Path
     """Write the image and its record (atomically: all three files, or none). Returns the paths written."""
     from safetensors.torch import save_file
 
-    from .io import atomic_path
+    from .io import atomic_paths
 
     tensors, meta = record_paths(image_path)
     fmt = image_format(image_path)
-    with atomic_path(tensors) as t_tmp, atomic_path(meta) as m_tmp, atomic_path(image_path) as i_tmp:
+    with atomic_paths(tensors, meta, image_path) as (t_tmp, m_tmp, i_tmp):  # one transaction for the three files
         save_file({"latents": generation.latents.contiguous()}, str(t_tmp), metadata={"format": FORMAT})
         m_tmp.write_text(json.dumps(record_json(generation), indent=1))
         generation.image.save(i_tmp, format=fmt)
