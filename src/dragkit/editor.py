@@ -13,7 +13,7 @@ import torch
 
 from . import dragdiffusion, gooddrag, stages
 from .animation import draw_points
-from .checks import check_edit, check_finite, guard_progress
+from .checks import check_edit, check_finite, check_generation, guard_progress
 from .config import METHODS, DragDiffusionConfig, GenerationConfig, MethodConfig
 from .config import default_config, method_names  # noqa: F401  (re-exported: the editor is where methods run)
 from .family import resolve as resolve_family_defaults
@@ -74,8 +74,10 @@ class DragEditor:
     def generate(self, config: Optional[GenerationConfig] = None,
                  callback: Optional[ProgressCallback] = None) -> Generation:
         """Generate an image keeping every step latent (save it with :func:`dragkit.generation.save_generation`);
-        ``callback`` gets a ``ProgressEvent("generation", …)`` per step."""
-        return generate(self.model, config if config is not None else GenerationConfig(), callback)
+        ``callback`` gets a ``ProgressEvent("generation", …)`` per step. Settings are checked against the model first."""
+        config = config if config is not None else GenerationConfig()
+        check_generation(self.model, config)
+        return generate(self.model, config, callback)
 
     def edit(self, request: DragRequest, config: Optional[MethodConfig] = None,
              callback: Optional[ProgressCallback] = None, seed: int = 0,
