@@ -29,7 +29,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from dragkit.config import GenerationConfig, apply_overrides, default_config, method_names  # noqa: E402
+from dragkit.config import (GenerationConfig, apply_overrides, config_fields, default_config,  # noqa: E402
+                            method_names)
 from dragkit.editor import DragEditor  # noqa: E402
 from dragkit.models import DiffusionModel, select_device, select_dtype  # noqa: E402
 from dragkit.types import DragRequest, ProgressEvent  # noqa: E402
@@ -172,13 +173,15 @@ def run(args) -> list[dict]:
     rows = []
     for method in args.method or method_names():
         config = apply_overrides(default_config(method), args.overrides)
-        if args.warmup:
-            editor.edit(request, apply_overrides(config, ["lora_steps=1", "optimization_steps=1"]))
+        if args.warmup:  # one short edit of the same method (only the fields it has)
+            short = ["lora_steps=1", "optimization_steps=1", "drag_denoise_steps=1", "trackings_per_denoise=1"]
+            mine = [a for a in short if a.split("=")[0] in config_fields(config)]
+            editor.edit(request, apply_overrides(config, mine))
         monitor = StageMemory(device)
         result = editor.edit(request, config, callback=monitor)
         monitor.finish()
-        row = {"method": method, "model": model.name, "device": str(device), "dtype": str(model.dtype).replace("torch.", ""),
-               "size": s, "threads": torch.get_num_threads(),
+        row = {"method": method, "model": model.name, "device": str(device),
+               "dtype": str(model.dtype).replace("torch.", ""), "size": s, "threads": torch.get_num_threads(),
                "seconds": {k: round(result.timings.get(k, 0.0), 3) for k in (*STAGES, "total")},
                "peak_mib": {k: round(monitor.peaks.get(k, 0.0), 1) for k in STAGES},
                "steps": {k: monitor.steps.get(k, 0) for k in STAGES}, "adam_steps": result.steps}
