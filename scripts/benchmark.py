@@ -29,8 +29,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from dragkit.config import (GenerationConfig, apply_overrides, config_fields, default_config,  # noqa: E402
-                            method_names)
+from dragkit.config import (GenerationConfig, apply_overrides, config_fields, configs_with_overrides,  # noqa: E402
+                            default_config, method_names)
 from dragkit.editor import DragEditor  # noqa: E402
 from dragkit.models import DiffusionModel, select_device, select_dtype  # noqa: E402
 from dragkit.types import DragRequest, ProgressEvent  # noqa: E402
@@ -163,6 +163,11 @@ def load_model(args, device, dtype) -> DiffusionModel:
     return DiffusionModel.from_pipeline(build_tiny_pipeline().to(device, dtype), name="tiny-random")
 
 
+def method_configs(args) -> dict:
+    """Every requested method's paper config with the --set assignments that name one of its fields."""
+    return configs_with_overrides({m: default_config(m) for m in args.method or method_names()}, args.overrides)
+
+
 def run(args) -> list[dict]:
     device = select_device(args.device)
     model = load_model(args, device, select_dtype(device, args.dtype))
@@ -172,7 +177,7 @@ def run(args) -> list[dict]:
     request = DragRequest(image, handles=[(0.4 * s, 0.5 * s)], targets=[(0.6 * s, 0.5 * s)], mask=mask)
     rows = []
     for method in args.method or method_names():
-        config = apply_overrides(default_config(method), args.overrides)
+        config = method_configs(args)[method]
         if args.warmup:  # one short edit of the same method (only the fields it has)
             short = ["lora_steps=1", "optimization_steps=1", "drag_denoise_steps=1", "trackings_per_denoise=1"]
             mine = [a for a in short if a.split("=")[0] in config_fields(config)]
@@ -210,7 +215,7 @@ def run_generated(args, model: DiffusionModel, device) -> list[dict]:
         gen_peak, gen_seconds = monitor.peaks.get("generation", 0.0), generation.timings["total"]
         request = DragRequest(generation.image, handles=[(0.4 * w, 0.5 * h)], targets=[(0.55 * w, 0.5 * h)])
         for method in args.method or method_names():
-            config = apply_overrides(default_config(method), args.overrides)
+            config = method_configs(args)[method]
             monitor = StageMemory(device)
             result = editor.edit(request, config, callback=monitor, generation=generation)
             monitor.finish()
