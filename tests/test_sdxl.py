@@ -156,3 +156,14 @@ def test_single_file_sdxl_checkpoint_in_the_original_layout_loads_with_identical
         assert set(got) >= set(want), name
         for key, value in want.items():
             assert torch.equal(got[key], value), f"{name}.{key}"
+
+
+def test_the_web_app_adapts_to_an_sdxl_model(sdxl, tmp_path):
+    """No extra step in `dragkit ui`: the layer defaults and the Generate tab's size follow the loaded model."""
+    pytest.importorskip("gradio")
+    from dragkit.ui.context import AppContext
+
+    ctx = AppContext.create(DragEditor(sdxl), work_dir=str(tmp_path))
+    for method in ctx.methods:
+        assert (ctx.defaults[method].feature_block, ctx.defaults[method].reference_attention_blocks) == (1, (0, 1))
+    assert ctx.gen_params["width"].value == ctx.gen_params["height"].value == sdxl.default_size == 128
