@@ -13,14 +13,16 @@ from ..io import DEFAULT_MAX_PIXELS, atomic_paths, positive_int
 from ..types import DragError, ProgressEvent
 
 SHAPES_MODEL = "shapes"  # --model shapes: the toy model shipped inside dragkit (dragkit/shapes/weights)
+SHAPES_XL_MODEL = "shapes-xl"  # --model shapes-xl: its SDXL-architecture twin (dragkit/shapes/weights_xl)
 
 
 def add_model_options(parser: argparse.ArgumentParser, default_model: Optional[str] = DEFAULT_MODEL,
                       default_model_help: str = "%(default)s") -> None:
     g = parser.add_argument_group("model")
     g.add_argument("--model", default=default_model,
-                   help=f"Hub id, local diffusers folder, single-file .safetensors, or '{SHAPES_MODEL}' (the small "
-                        f"offline model shipped with dragkit) (default: {default_model_help})")
+                   help=f"Hub id, local diffusers folder, single-file .safetensors, or '{SHAPES_MODEL}' / "
+                        f"'{SHAPES_XL_MODEL}' (the small offline SD / SDXL-architecture models shipped with dragkit) "
+                        f"(default: {default_model_help})")
     g.add_argument("--model-config", default=None,
                    help="local diffusers config folder for a single-file checkpoint (needed offline)")
     g.add_argument("--vae", default=None, help="optional separate VAE (Hub id, folder or .safetensors)")
@@ -83,12 +85,12 @@ def add_max_pixels_option(group) -> None:
 
 
 def resolve_model(name: Optional[str]) -> Optional[str]:
-    """``--model``: the name ``shapes`` is the toy model shipped with dragkit, wherever it is installed (a local
-    folder of that name is ``./shapes``); anything else is passed on as given."""
-    if name == SHAPES_MODEL:
+    """``--model``: the names ``shapes`` and ``shapes-xl`` are the toy models shipped with dragkit, wherever it is
+    installed (a local folder of that name is ``./shapes``); anything else is passed on as given."""
+    if name in (SHAPES_MODEL, SHAPES_XL_MODEL):
         from ..shapes.model import default_model_path
 
-        return default_model_path()
+        return default_model_path(xl=name == SHAPES_XL_MODEL)
     return name
 
 

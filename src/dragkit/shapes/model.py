@@ -143,13 +143,15 @@ def assemble_pipeline_xl(vae, unet, text_encoders, tokenizer=None, scheduler=Non
         add_watermarker=False)
 
 
-def default_model_path() -> str:
-    """The shipped trained model (a diffusers folder), for ``--model``."""
-    if not (WEIGHTS_DIR / "model_index.json").exists():
+def default_model_path(xl: bool = False) -> str:
+    """The shipped trained model (a diffusers folder), for ``--model``: the SD toy, or with ``xl`` the XL toy."""
+    folder = WEIGHTS_XL_DIR if xl else WEIGHTS_DIR
+    if not (folder / "model_index.json").exists():
         from ..types import DragError
 
-        raise DragError(f"the shapes model is missing from {WEIGHTS_DIR}; train it with `dragkit shapes train`")
-    return str(WEIGHTS_DIR)
+        how = "dragkit shapes train --arch sdxl --vae-from " + str(WEIGHTS_DIR) if xl else "dragkit shapes train"
+        raise DragError(f"the shapes model is missing from {folder}; train it with `{how} --export {folder} ...`")
+    return str(folder)
 
 
 def save_pipeline_fp16(pipe, directory: str | Path) -> None:
