@@ -167,3 +167,13 @@ def test_the_web_app_adapts_to_an_sdxl_model(sdxl, tmp_path):
     for method in ctx.methods:
         assert (ctx.defaults[method].feature_block, ctx.defaults[method].reference_attention_blocks) == (1, (0, 1))
     assert ctx.gen_params["width"].value == ctx.gen_params["height"].value == sdxl.default_size == 128
+
+
+def test_the_shipped_xl_toy_is_an_sdxl_model():
+    """`--model shapes-xl`: the XL toy shipped beside the SD toy loads as SDXL, at its 64² canvas."""
+    from dragkit.cli.common import resolve_model
+
+    model = DiffusionModel.from_pretrained(resolve_model("shapes-xl"), device="cpu", dtype="fp32")
+    assert model.family == SDXL and model.default_size == 64 and model.force_zeros_for_empty_prompt
+    assert [type(b).__name__ for b in model.unet.up_blocks] == ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D",
+                                                               "UpBlock2D"]
