@@ -71,9 +71,12 @@ class FeatureMap:
     when classifier-free guidance is on, combined as ``cat([w_u·F_u, w_c·F_c], channels)``, :mod:`dragkit.guidance`),
     ``grid_hw`` the grid it is resized to. Differentiable in ``raw``."""
 
-    raw: torch.Tensor
+    raw: torch.Tensor  # float32 (cast once here, not at every read)
     grid_hw: tuple[int, int]
     weights: Optional[tuple[float, float]] = None  # CFG (w_u, w_c); None: a single branch
+
+    def __post_init__(self):
+        self.raw = self.raw.float()
 
     @classmethod
     def of(cls, features: Union["FeatureMap", torch.Tensor]) -> "FeatureMap":
@@ -95,7 +98,7 @@ class FeatureMap:
         """C×N: F at integer grid points (rows[k], cols[k]) (indices clamped to the grid)."""
         (h, w), (rh, rw) = self.grid_hw, self.raw.shape[-2:]
         rows, cols = rows.long().clamp(0, h - 1), cols.long().clamp(0, w - 1)
-        x = self.raw.float()
+        x = self.raw
         if (rh, rw) == (h, w):
             values = x[:, :, rows, cols]
         else:
