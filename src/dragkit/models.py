@@ -8,15 +8,23 @@ The families differ here in one method, :meth:`DiffusionModel.conditioning`: SD-
 encoder's last hidden states; SDXL on both encoders' penultimate hidden states (concatenated), the second encoder's
 pooled embedding and six size ids, with a zeroed negative branch for an empty negative prompt where the model's
 config says ``force_zeros_for_empty_prompt`` (as diffusers' SDXL pipeline builds them).
+
+Memory (docs/performance.md, "Memory"). The text encoders are needed once per edit, for a few 77-token prompts, and
+their weights (SD-1.5 0.23 GiB, SDXL 1.52 GiB in fp16) would otherwise sit on the accelerator through the whole edit:
+they live on the CPU in float32 whenever the model runs on an accelerator (:func:`text_encoder_placement`), and only
+the embeddings go to the device. The VAE encodes and decodes a large canvas in overlapping tiles (diffusers' tiling,
+:func:`use_vae_tiling`) and a batch one image at a time, so no full-resolution activation of a large image is held at
+once; the model's own canvas (and anything up to four times its pixels) takes the exact, untiled path.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -62,6 +70,38 @@ def select_dtype(device: torch.device, dtype: Optional[str | torch.dtype] = None
     return torch.float16 if device.type in ("cuda", "mps") else torch.float32
 
 
+def text_encoder_placement(device: torch.device) -> Optional[tuple[torch.device, torch.dtype]]:
+    """(device, dtype) for the text encoders of a model running on ``device``: on an accelerator the CPU in float32
+    (encoding a prompt is one forward of a few 77-token sequences per edit; fp16 matmuls are slow and lossy on CPUs),
+    so the accelerator keeps its memory for the UNet; None on the CPU (they stay as loaded)."""
+    if torch.device(device).type == "cpu":
+        return None
+    return torch.device("cpu"), torch.float32
+
+
+def use_vae_tiling(height: int, width: int, tile: int) -> bool:
+    """Whether a ``height``×``width`` image goes through the VAE in tiles: when it holds more pixels than four tiles of
+    ``tile``² (a square more than twice the model's side: SD-1.5 above 1024², SDXL above 2048²). The VAE's working set
+    grows with the pixel count (~0.4 GiB per 512², bf16 on the CPU), so this bounds it near 1.5 GiB for
+    SD-1.5; below, the exact path is kept (tiles are blended at their seams, so they change the result slightly)."""
+    return height * width > 4 * tile * tile
+
+
+@contextmanager
+def vae_tiling(vae, enabled: bool) -> Iterator[None]:
+    """diffusers' tiled encoding/decoding on ``vae`` while the context is open (tiles of its config's
+    ``sample_size``, overlapping by a quarter and blended), when ``enabled`` and the VAE supports it; restored to what
+    it was afterwards, also on exceptions."""
+    switch = enabled and not getattr(vae, "use_tiling", True)
+    if switch:
+        vae.enable_tiling()
+    try:
+        yield
+    finally:
+        if switch:
+            vae.disable_tiling()
+
+
 @dataclass
 class DiffusionModel:
     """The frozen components of a latent diffusion model, on one device in one dtype. Loaded once, reused."""
@@ -101,13 +141,25 @@ class DiffusionModel:
         """Pixels per latent pixel, from the VAE config (2^(number of down blocks − 1))."""
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
+    @property
+    def vae_tile(self) -> int:
+        """The canvas side :func:`use_vae_tiling` measures against: the model's own canvas, or the VAE's tile size if
+        larger (both 512 for SD-1.5, 1024 for SDXL; tiny test models have a small VAE ``sample_size``)."""
+        size = self.vae.config.sample_size
+        return max(int(size[0] if isinstance(size, (list, tuple)) else size), self.default_size)
+
     @classmethod
     def from_pipeline(cls, pipe, name: str = "", style_lora: Optional[dict] = None) -> "DiffusionModel":
+        """The pipeline's components, frozen; its text encoders moved where :func:`text_encoder_placement` says."""
         text_encoder_2 = getattr(pipe, "text_encoder_2", None)
         for module in (pipe.unet, pipe.vae, pipe.text_encoder, text_encoder_2):
             if module is not None:
                 module.requires_grad_(False)
                 module.eval()
+        placement = text_encoder_placement(pipe.unet.device)
+        for encoder in (pipe.text_encoder, text_encoder_2):
+            if encoder is not None and placement is not None:
+                encoder.to(*placement)
         if pipe.unet.dtype == torch.float16 and pipe.vae.config.get("force_upcast", False):
             pipe.vae.to(torch.float32)  # SDXL's VAE overflows in fp16 (its config says so): keep it in fp32
         return cls(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler.config, name, style_lora,
@@ -134,7 +186,8 @@ class DiffusionModel:
         dt = select_dtype(dev, dtype)
         pipe = load_pipeline(model, torch_dtype=dt, vae=vae, config=config, allow_pickle=allow_pickle)
         style = load_style_lora(pipe, style_lora, style_lora_scale, allow_pickle) if style_lora else None
-        pipe.to(dev)
+        for module in (pipe.unet, pipe.vae):  # the text encoders are placed by from_pipeline (never via the device)
+            module.to(dev)
         return cls.from_pipeline(pipe, name=str(model), style_lora=style)
 
     # --- the operations every method uses -------------------------------------------------------------------
@@ -147,19 +200,20 @@ class DiffusionModel:
     def encode_text(self, prompt: str) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """(hidden states, pooled embedding) of ``prompt``, padded to the tokenizers' max length. SD-1.5: the text
         encoder's last hidden state, no pooled embedding. SDXL: both encoders' penultimate hidden states
-        concatenated (1×77×2048) and the pooled embedding of the encoder with a projection (1×1280)."""
+        concatenated (1×77×2048) and the pooled embedding of the encoder with a projection (1×1280). The encoders
+        run where they live (the CPU on accelerators); the embeddings are returned on the model's device and dtype."""
         if self.text_encoder_2 is None:
-            ids = self.token_ids(prompt).to(self.device)
-            return self.text_encoder(ids)[0].to(self.dtype), None
+            ids = self.token_ids(prompt).to(self.text_encoder.device)
+            return self.text_encoder(ids)[0].to(self.device, self.dtype), None
         hidden, pooled = [], None
         for tokenizer, encoder in ((self.tokenizer, self.text_encoder), (self.tokenizer_2, self.text_encoder_2)):
             ids = tokenizer(prompt, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                            return_tensors="pt").input_ids.to(self.device)
+                            return_tensors="pt").input_ids.to(encoder.device)
             out = encoder(ids, output_hidden_states=True)
             if pooled is None and out[0].ndim == 2:  # CLIPTextModelWithProjection: text_embeds first
                 pooled = out[0]
             hidden.append(out.hidden_states[-2])
-        return torch.cat(hidden, dim=-1).to(self.dtype), pooled.to(self.dtype)
+        return torch.cat(hidden, dim=-1).to(self.device, self.dtype), pooled.to(self.device, self.dtype)
 
     def conditioning(self, prompt: str, size_hw: tuple[int, int], negative_prompt: str = "",
                      guidance_scale: float = 1.0) -> TextConditioning:
@@ -192,19 +246,30 @@ class DiffusionModel:
         x = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1)
         return x.permute(2, 0, 1)[None].to(self.device, self.vae.dtype)
 
-    @torch.no_grad()
-    def encode_posterior(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """VAE posterior (mean, std) of an image in [−1, 1], both × the VAE's own scaling factor (from its config:
-        0.18215 for SD-1.5, 0.13025 for SDXL)."""
-        dist = self.vae.encode(image.to(self.vae.dtype)).latent_dist
-        s = self.vae.config.scaling_factor
-        return dist.mean * s, dist.std * s
+    def vae_tiled(self, height: int, width: int, tiled: Optional[bool] = None) -> bool:
+        """Whether the VAE works on a ``height``×``width`` image in tiles: ``tiled`` if given (True: diffusers' tiling
+        on — it tiles what exceeds one VAE tile; False: not switched on), else :func:`use_vae_tiling` against
+        :attr:`vae_tile`."""
+        return use_vae_tiling(height, width, self.vae_tile) if tiled is None else tiled
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def encode_posterior(self, image: torch.Tensor, tiled: Optional[bool] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """VAE posterior (mean, std) of images in [−1, 1], both × the VAE's own scaling factor (from its config:
+        0.18215 for SD-1.5, 0.13025 for SDXL). One image at a time; a large one in tiles (:meth:`vae_tiled`)."""
+        s = self.vae.config.scaling_factor
+        with vae_tiling(self.vae, self.vae_tiled(*image.shape[-2:], tiled)):
+            dists = [self.vae.encode(x.to(self.vae.dtype)).latent_dist for x in image.split(1)]
+        return torch.cat([d.mean for d in dists]) * s, torch.cat([d.std for d in dists]) * s
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, tiled: Optional[bool] = None) -> torch.Tensor:
         """Latents → images in [0, 1] (float32, N×3×H×W); the VAE runs in its own dtype (fp32 when its config says
-        ``force_upcast`` and the model is fp16)."""
-        x = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+        ``force_upcast`` and the model is fp16), on one latent at a time, on a large image's in tiles
+        (:meth:`vae_tiled`)."""
+        h, w = (side * self.vae_scale_factor for side in latents.shape[-2:])
+        with vae_tiling(self.vae, self.vae_tiled(h, w, tiled)):
+            x = torch.cat([self.vae.decode(z.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+                           for z in latents.split(1)])
         return (x.float() / 2 + 0.5).clamp(0, 1)
 
 
