@@ -4,6 +4,13 @@ L_ft = E_{ε,t} ‖ε − ε_{θ+Δθ}(α_t z + σ_t ε)‖²  on the single inp
 UNet attention (as the official code), rank r, alpha = r, gaussian init (down ~ N(0, 1/r), up = 0).
 The adapter lives on the shared UNet only inside :func:`attached_lora`; training returns plain tensors so they can be
 cached and re-attached for later edits of the same image.
+
+Memory. A LoRA step back-propagates through the whole UNet at batch ``batch_size`` (4): without checkpointing the
+forward leaves 3.9 GiB of activations for the backward in fp16 (SD-1.5, 512²; SDXL at 1024²: 29 GiB), the largest
+working set of an edit (docs/performance.md, "Memory"). On accelerators the step therefore runs with the UNet's
+gradient checkpointing on (:func:`gradient_checkpointing`: only each resnet / transformer block's inputs are kept,
+0.56 GiB, and one block at a time is recomputed during the backward — ~30 % more time, the same gradients); it is
+switched off again afterwards, so the drag that follows runs unchanged.
 """
 
 from __future__ import annotations
@@ -98,6 +105,27 @@ def frozen_lora(unet, rank: int, weights: Optional[dict[str, torch.Tensor]]) -> 
         yield
 
 
+def checkpointing_by_default(device: torch.device) -> bool:
+    """Whether the LoRA step checkpoints the UNet when the caller does not say: on accelerators (their memory is the
+    limit), not on the CPU (memory is plentiful there; checkpointing only costs time)."""
+    return torch.device(device).type != "cpu"
+
+
+@contextmanager
+def gradient_checkpointing(unet, enabled: bool) -> Iterator[None]:
+    """The UNet's activation checkpointing on while the context is open (when ``enabled`` and the model supports
+    it), restored to what it was afterwards — also on exceptions: the same UNet runs the drag next."""
+    was_on = bool(getattr(unet, "is_gradient_checkpointing", False))
+    switch = enabled and not was_on and getattr(unet, "_supports_gradient_checkpointing", False)
+    if switch:
+        unet.enable_gradient_checkpointing()
+    try:
+        yield
+    finally:
+        if switch:
+            unet.disable_gradient_checkpointing()
+
+
 def train_identity_lora(
     unet,
     scheduler_config,
@@ -112,19 +140,24 @@ def train_identity_lora(
     weight_decay: float,
     generator: Optional[torch.Generator] = None,
     callback: Optional[ProgressCallback] = None,
+    checkpointing: Optional[bool] = None,
 ) -> dict[str, torch.Tensor]:
     """Fine-tune a fresh LoRA for ``steps`` AdamW steps; return its weights (CPU float32), leaving the UNet clean.
 
     ``latent_mean``/``latent_std`` is the VAE posterior of the image, already × the VAE scaling factor; each step draws
     ``batch_size`` latents from it (the GoodDrag trick: encode once), a timestep t ~ U{0..T−1} and noise per sample.
     ``text`` is the edit's conditioning (unguided; for SDXL with its pooled embedding and size ids).
+    ``checkpointing``: recompute the UNet's activations in the backward instead of holding them (same weights,
+    ~30 % slower, far less memory); None = :func:`checkpointing_by_default` for the latents' device.
     """
     noise_scheduler = DDPMScheduler.from_config(scheduler_config)
     device = latent_mean.device
     amp = unet.dtype != torch.float32
     scaler = grad_scaler(device, unet.dtype)
     cond = text.unet_kwargs(batch_size)
-    with attached_lora(unet, rank) as params:
+    if checkpointing is None:
+        checkpointing = checkpointing_by_default(device)
+    with attached_lora(unet, rank) as params, gradient_checkpointing(unet, checkpointing):
         for name, p in zip([n for n, _ in unet.named_parameters() if ADAPTER_NAME in n], params):
             p.data = p.data.float()
             if "lora_A" in name:  # gaussian init N(0, 1/r), drawn from *our* generator so edits are reproducible
