@@ -29,7 +29,7 @@ import torch
 from . import stages
 from .config import DragDiffusionConfig
 from .motion import LossTerms, active_pairs, dragdiffusion_motion_term, masked_latent_term, motion_loss
-from .optim import grad_scaler, optimizer_step
+from .optim import ScaledStepper
 from .tracking import reference_vectors_at, track_points
 from .types import ProgressCallback, ProgressEvent
 
@@ -52,6 +52,7 @@ class Optimization:
     handles: torch.Tensor
     trajectory: list[torch.Tensor]  # handles used by each step's loss (entry 0 = start)
     steps: int
+    skipped: int = 0  # steps the fp16 gradient scaler skipped (not counted in ``steps``)
 
 
 def optimize_latent(fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tensor, config: DragDiffusionConfig,
@@ -60,7 +61,7 @@ def optimize_latent(fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tenso
     t = edit.t_star
     z = z_t.detach().clone().float().requires_grad_(True)
     optimizer = torch.optim.Adam([z], lr=config.latent_lr)
-    scaler = grad_scaler(z.device, fm.model.dtype)
+    stepper = ScaledStepper(optimizer, z.device, fm.model.dtype, "latent optimisation")
     handles, targets = edit.handles.clone(), edit.targets
     reference, x_prev_0 = None, None
     trajectory = [handles.clone()]
@@ -77,12 +78,17 @@ def optimize_latent(fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tenso
         if not active_pairs(handles, targets, config.stop_distance):
             break
         loss = drag_loss(features, handles, targets, x_prev, x_prev_0, edit.editable_latent, edit.has_mask, config)
-        optimizer_step(optimizer, scaler, loss.total)
+        while not stepper.step(loss.total):  # fp16 overflow: z unchanged; evaluate it again at the lowered scale
+            eps, features = fm(z, t, edit.text)
+            x_prev = edit.step(eps, edit.t_index, z)
+            loss = drag_loss(features, handles, targets, x_prev, x_prev_0, edit.editable_latent, edit.has_mask,
+                             config)
         steps += 1
         if callback is not None:
             callback(ProgressEvent("optimization", k + 1, config.optimization_steps,
-                                   handles=edit.to_image_points(handles), loss=loss.total.item(), timestep=t))
-    return Optimization(z.detach(), handles, trajectory, steps)
+                                   handles=edit.to_image_points(handles), loss=loss.total.item(), timestep=t,
+                                   skipped=stepper.skipped))
+    return Optimization(z.detach(), handles, trajectory, steps, stepper.skipped)
 
 
 def optimize(fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tensor, config: DragDiffusionConfig,
@@ -90,4 +96,5 @@ def optimize(fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tensor, conf
     """DragDiffusion's part of an edit (:meth:`dragkit.editor.DragEditor.edit` runs the rest): optimise z_t at t*;
     the reference branch of the final denoising is the un-optimised z_t, denoised from t* alongside."""
     opt = optimize_latent(fm, edit, z_t, config, callback)
-    return stages.DragOutcome(opt.latent, z_t, edit.t_index, opt.handles, opt.trajectory, opt.steps)
+    return stages.DragOutcome(opt.latent, z_t, edit.t_index, opt.handles, opt.trajectory, opt.steps,
+                              skipped=opt.skipped)

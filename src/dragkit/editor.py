@@ -91,9 +91,9 @@ class DragEditor:
         LoRA, no inversion, the generation's prompts, guidance, sampler, step count and FreeU (see
         :func:`generated_config`); ``request.prompt`` is not used.
         """
-        model, timings = self.model, {}
+        model, timings, skipped = self.model, {}, {}
         config = self.check(request, config, generation)
-        callback = guard_progress(callback)  # a NaN/Inf loss (LoRA, optimisation) stops the edit at once
+        callback = guard_progress(_counting_skips(callback, skipped))  # NaN/Inf loss: stop at once
         with _timed(timings, "total"):
             edit = stages.prepare(model, request, config, generation)
             posterior = stages.encode(model, edit) if generation is None else None
@@ -115,7 +115,7 @@ class DragEditor:
                     blocks = tuple(config.reference_attention_blocks) if config.reference_attention else None
                     latent = check_finite(stages.denoise(model, edit, outcome, blocks, callback), "denoising")
                     image = stages.to_pil(check_finite(model.decode(latent), "VAE decoding"), request.size)
-        return _result(edit, outcome, image, latent, config, cached, timings)
+        return _result(edit, outcome, image, latent, config, cached, timings, skipped)
 
     def check(self, request: DragRequest, config: Optional[MethodConfig],
               generation: Optional[Generation] = None) -> MethodConfig:
@@ -160,6 +160,17 @@ class DragEditor:
         return weights, False
 
 
+def _counting_skips(callback: Optional[ProgressCallback], skipped: dict[str, int]) -> ProgressCallback:
+    """``callback``, recording in ``skipped`` each stage's count of fp16-skipped optimiser steps."""
+    def counting(event: ProgressEvent) -> None:
+        if event.skipped:
+            skipped[event.stage] = event.skipped
+        if callback is not None:
+            callback(event)
+
+    return counting
+
+
 @contextmanager
 def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
     """Wall-clock seconds of the block into ``timings[stage]``."""
@@ -171,14 +182,18 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
 
 
 def _result(edit: stages.Edit, outcome: stages.DragOutcome, image, latent: torch.Tensor, config: MethodConfig,
-            lora_cached: bool, timings: dict[str, float]) -> DragResult:
+            lora_cached: bool, timings: dict[str, float], skipped: dict[str, int]) -> DragResult:
     """The public result, in image pixels (the animation gets the final image as its last frame)."""
     final_handles = edit.to_image_points(outcome.handles)
     frames = None
     if outcome.frames is not None:
         frames = list(outcome.frames) + [draw_points(image, final_handles, edit.request.targets)]
     order = ("lora", "inversion", "optimization", "denoising", "total")
+    skipped = {**skipped, "optimization": outcome.skipped} if outcome.skipped else skipped
+    if skipped:
+        logger.warning("fp16 gradient overflow: %s step(s) skipped and drawn again (not counted as steps)",
+                       ", ".join(f"{stage} {n}" for stage, n in skipped.items()))
     return DragResult(image=image, final_handles=final_handles,
                       trajectory=[edit.to_image_points(h) for h in outcome.trajectory],
                       timings={k: timings[k] for k in order}, steps=outcome.steps, latent=latent, frames=frames,
-                      config=config, lora_cached=lora_cached)
+                      config=config, lora_cached=lora_cached, skipped_steps=skipped)

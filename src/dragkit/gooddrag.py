@@ -47,7 +47,7 @@ from .aldd import INITIAL, AlddPlan, run_aldd
 from .animation import draw_points
 from .config import GoodDragConfig
 from .motion import LossTerms, active_pairs, gooddrag_motion_term, masked_latent_term, motion_loss
-from .optim import grad_scaler, optimizer_step
+from .optim import ScaledStepper
 from .sampling import predict_x0
 from .tracking import reference_vectors_at, track_points
 from .types import ProgressCallback, ProgressEvent
@@ -141,8 +141,9 @@ class _AlddRun:
         self.trajectory = [self.handles.clone()]
         self.frames = [self._frame_of(None)] if config.animation else []
         self.supervision_steps = 0
-        self.scaler = grad_scaler(self.latent.device, self.model.dtype)  # one per edit: its scale carries over
-        self.z = self.optimizer = self.undragged = None
+        # one scaler per edit (its scale carries over); each drag step gives it a fresh Adam (``begin``)
+        self.stepper = ScaledStepper(None, self.latent.device, self.model.dtype, "latent optimisation")
+        self.z = self.undragged = None
         self.pending: Optional[Forward] = None  # evaluation of the current z, not yet used by a supervision step
         self.last: Optional[Forward] = None  # evaluation used by the latest supervision step (pre-update)
 
@@ -152,7 +153,7 @@ class _AlddRun:
     def begin(self, step: int) -> None:
         t = self.timestep(step)
         self.z = self.latent.clone().requires_grad_(True)
-        self.optimizer = torch.optim.Adam([self.z], lr=self.config.latent_lr)
+        self.stepper.optimizer = torch.optim.Adam([self.z], lr=self.config.latent_lr)
         self.pending = forward(self.fm, self.edit, self.z, t)  # initial tracking + first supervision step
         self.last = None
         if torch.equal(self.latent, self.source):  # at t*: the source itself → λ-residual exactly 0 at step 1
@@ -173,19 +174,24 @@ class _AlddRun:
     def reached(self) -> bool:
         return not active_pairs(self.handles, self.edit.targets, self.config.stop_distance)
 
+    def _loss(self, fwd: Forward) -> LossTerms:
+        u = self.undragged
+        return gooddrag_loss(fwd.features, u.features, self.handles, self.edit.handles, self.edit.targets, fwd.x_prev,
+                             u.x_prev, self.editable, self.config)
+
     def supervise(self, step: int) -> None:
         fwd = self.pending if self.pending is not None else forward(self.fm, self.edit, self.z, self.timestep(step))
         self.pending = None
-        u = self.undragged
-        terms = gooddrag_loss(fwd.features, u.features, self.handles, self.edit.handles, self.edit.targets, fwd.x_prev,
-                              u.x_prev, self.editable, self.config)
-        optimizer_step(self.optimizer, self.scaler, terms.total)
+        terms = self._loss(fwd)
+        while not self.stepper.step(terms.total):  # fp16 overflow: z unchanged; evaluate it again, lower scale
+            fwd = forward(self.fm, self.edit, self.z, self.timestep(step))
+            terms = self._loss(fwd)
         self.last = Forward(fwd.t, fwd.latent, fwd.features.detach(), fwd.eps.detach(), fwd.x_prev.detach())
         self.supervision_steps += 1
         if self.callback is not None:
             self.callback(ProgressEvent("optimization", self.supervision_steps, self.total_steps,
                                         handles=self.edit.to_image_points(self.handles), loss=terms.total.item(),
-                                        timestep=fwd.t))
+                                        timestep=fwd.t, skipped=self.stepper.skipped))
 
     @torch.no_grad()
     def denoise(self, step: int) -> None:
@@ -221,4 +227,5 @@ def optimize(fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tensor, conf
     logger.info("drag phase: %d denoising steps, %d supervision steps, %d trackings, stop: %s",
                 outcome.drag_steps_run, outcome.supervision_steps, outcome.trackings, outcome.stop_reason)
     return stages.DragOutcome(run.latent, run.source, edit.t_index + outcome.drag_steps_run, run.handles,
-                              run.trajectory, outcome.supervision_steps, run.frames if config.animation else None)
+                              run.trajectory, outcome.supervision_steps, run.frames if config.animation else None,
+                              skipped=run.stepper.skipped)

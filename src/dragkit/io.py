@@ -240,7 +240,8 @@ def request_to_json(request: DragRequest, image_path: str, mask_path: Optional[s
 
 def edit_record(request: DragRequest, image_path: str, mask_path: Optional[str], config: Any = None,
                 result: Any = None) -> dict[str, Any]:
-    """The JSON of an edit — ``{request, method, config, final_handles, trajectory, timings}`` — as written by
+    """The JSON of an edit — ``{request, method, config, final_handles, trajectory, timings, steps[,
+    skipped_steps]}`` — as written by
     ``dragkit edit --json``, the web app's export and the benchmark runner, and read back by ``--request``."""
     from .config import config_to_dict
 
@@ -252,6 +253,9 @@ def edit_record(request: DragRequest, image_path: str, mask_path: Optional[str],
         data["final_handles"] = [list(p) for p in result.final_handles]
         data["trajectory"] = [[list(p) for p in step] for step in result.trajectory]
         data["timings"] = result.timings
+        data["steps"] = result.steps
+        if result.skipped_steps:
+            data["skipped_steps"] = result.skipped_steps
     return data
 
 

@@ -29,7 +29,7 @@ from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
 from .guidance import TextConditioning
-from .optim import grad_scaler, optimizer_step
+from .optim import ScaledStepper
 from .types import ProgressCallback, ProgressEvent
 
 logger = logging.getLogger(__name__)
@@ -153,7 +153,6 @@ def train_identity_lora(
     noise_scheduler = DDPMScheduler.from_config(scheduler_config)
     device = latent_mean.device
     amp = unet.dtype != torch.float32
-    scaler = grad_scaler(device, unet.dtype)
     cond = text.unet_kwargs(batch_size)
     if checkpointing is None:
         checkpointing = checkpointing_by_default(device)
@@ -163,6 +162,7 @@ def train_identity_lora(
             if "lora_A" in name:  # gaussian init N(0, 1/r), drawn from *our* generator so edits are reproducible
                 p.data.normal_(0.0, 1.0 / rank, generator=generator)
         optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay, eps=1e-8)
+        stepper = ScaledStepper(optimizer, device, unet.dtype, "identity LoRA")
         unet.train()
         try:
             for step in range(steps):
@@ -175,12 +175,17 @@ def train_identity_lora(
                 noisy = noise_scheduler.add_noise(latents, noise, t)
                 target = noise_scheduler.get_velocity(latents, noise, t) if (
                     noise_scheduler.config.prediction_type == "v_prediction") else noise
-                with torch.autocast(device.type, dtype=unet.dtype, enabled=amp):
-                    pred = unet(noisy.to(unet.dtype), t, **cond).sample
-                loss = F.mse_loss(pred.float(), target.float())
-                optimizer_step(optimizer, scaler, loss)
+
+                def batch_loss():
+                    with torch.autocast(device.type, dtype=unet.dtype, enabled=amp):
+                        pred = unet(noisy.to(unet.dtype), t, **cond).sample
+                    return F.mse_loss(pred.float(), target.float())
+
+                loss = batch_loss()
+                while not stepper.step(loss):  # fp16 overflow: the same batch again at the lowered scale (uncounted)
+                    loss = batch_loss()
                 if callback is not None:
-                    callback(ProgressEvent("lora", step + 1, steps, loss=loss.item()))
+                    callback(ProgressEvent("lora", step + 1, steps, loss=loss.item(), skipped=stepper.skipped))
         finally:
             unet.eval()
         weights = {k: v.detach().float().cpu().clone() for k, v in

@@ -140,6 +140,8 @@ class ProgressEvent:
         timestep: current diffusion timestep, where meaningful.
         cached: the stage's result came from a cache instead of being computed (one "lora" event with
             step = total when the identity LoRA was reused).
+        skipped: optimiser steps of this stage skipped so far because fp16 gradients overflowed (they are not
+            counted in ``step``; always 0 in bf16 and fp32).
     """
 
     stage: str
@@ -149,6 +151,7 @@ class ProgressEvent:
     loss: Optional[float] = None
     timestep: Optional[int] = None
     cached: bool = False
+    skipped: int = 0
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
@@ -171,6 +174,8 @@ class DragResult:
         config: the method config the edit actually ran with (for a generated image: the generation's step count,
             no LoRA), as ``--json`` records it.
         lora_cached: whether the identity LoRA came from the editor's cache (False when trained or not used).
+        skipped_steps: per stage ("lora", "optimization"), optimiser steps the fp16 gradient scaler skipped on
+            overflow and that were therefore taken again (not counted in ``steps``); empty in bf16/fp32.
     """
 
     image: Image.Image
@@ -182,3 +187,4 @@ class DragResult:
     frames: Optional[list[Image.Image]] = None
     config: Optional[object] = None
     lora_cached: bool = False
+    skipped_steps: dict[str, int] = field(default_factory=dict)

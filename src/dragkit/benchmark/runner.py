@@ -99,7 +99,7 @@ def write_result(sample: BenchSample, request: DragRequest, result, config, samp
     save_image_atomic(result.image, sample_dir / "dragged_image.png")
     record = {
         "status": "ok", "sample_id": sample.sample_id, "category": sample.category, "size": list(request.size),
-        **edit_record(request, image_path, mask_path, config, result), "steps": result.steps,
+        **edit_record(request, image_path, mask_path, config, result),
         "metrics": dai_all(request.image, result.image, request.handles, request.targets, GAMMAS, dai_official),
     }
     save_json_atomic(record, sample_dir / RESULT)
