@@ -26,6 +26,9 @@ GOLDEN = SHARED / "golden"
 DATA = SHARED / "data"
 # Under CI a missing ../shared is a failure, never a silent skip: the parity tests are the point of the suite.
 REQUIRE_SHARED = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# The device of the device-relevant tests (half precision, compile, scaler): cpu, unless scripts/device_check.sh runs
+# them on a GPU with DRAGKIT_TEST_DEVICE=cuda.
+TEST_DEVICE = os.environ.get("DRAGKIT_TEST_DEVICE", "cpu")
 
 
 def pytest_configure(config):
@@ -43,6 +46,16 @@ def require_shared(path: Path, what: str) -> Path:
     if REQUIRE_SHARED:
         pytest.fail(f"CI=true: {message}", pytrace=False)
     pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def test_device() -> str:
+    """$DRAGKIT_TEST_DEVICE (default cpu); skips when that device is not here."""
+    from dragkit.checks import available_devices
+
+    if TEST_DEVICE not in available_devices() and TEST_DEVICE + ":0" not in available_devices():
+        pytest.skip(f"DRAGKIT_TEST_DEVICE={TEST_DEVICE} is not available here")
+    return TEST_DEVICE
 
 
 @pytest.fixture(scope="session")
