@@ -10,19 +10,21 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
 import torch
+from PIL import Image
 
 from . import dragdiffusion, gooddrag, stages
 from .animation import draw_points
-from .checks import check_edit, check_finite, check_generation, guard_progress
+from .checks import check_edit, check_finite, check_generation, check_image_size, check_steps, guard_progress
 from .config import METHODS, DragDiffusionConfig, GenerationConfig, MethodConfig
 from .config import default_config, method_names  # noqa: F401  (re-exported: the editor is where methods run)
 from .family import resolve as resolve_family_defaults
 from .freeu import freeu
 from .generation import Generation, generate
 from .hub import DEFAULT_MODEL
-from .io import image_bytes
+from .io import image_bytes, to_rgb
 from .lora import LoraCache, frozen_lora, train_identity_lora
 from .models import DiffusionModel
+from .prepared import PreparedImage
 from .types import DragError, DragRequest, DragResult, ProgressCallback, ProgressEvent
 
 logger = logging.getLogger(__name__)
@@ -81,11 +83,15 @@ class DragEditor:
 
     def edit(self, request: DragRequest, config: Optional[MethodConfig] = None,
              callback: Optional[ProgressCallback] = None, seed: int = 0,
-             generation: Optional[Generation] = None) -> DragResult:
+             generation: Optional[Generation] = None, prepared: Optional[PreparedImage] = None) -> DragResult:
         """Drag ``request`` with ``config`` (a method config; default DragDiffusion with paper defaults).
 
         ``callback(ProgressEvent)`` is called at every step of every stage; raising :class:`EditCancelled` in it
         stops the edit. ``seed`` drives the only randomness (LoRA noise and timesteps).
+
+        ``prepared`` (from :meth:`prepare`, for ``request.image`` and ``request.prompt``) is what earlier edits of the
+        same image computed — the identity LoRA, the inverted latent, GoodDrag's undragged trajectory — reused here
+        where the settings match, and filled where they do not: re-edits with new points only drag and denoise.
 
         ``generation`` (the :class:`Generation` that produced ``request.image``) drags a generated image: no identity
         LoRA, no inversion, the generation's prompts, guidance, sampler, step count and FreeU (see
@@ -93,19 +99,25 @@ class DragEditor:
         """
         model, timings, skipped = self.model, {}, {}
         config = self.check(request, config, generation)
+        if prepared is not None:
+            if generation is not None:
+                raise DragError("a generated image is dragged from its generation's latents: it needs no preparation")
+            prepared.check(model, request)
+        reuse = prepared if prepared is not None or generation is not None else PreparedImage.of(
+            model, request.image, request.prompt)  # without one: a fresh one, dropped with this edit
         callback = guard_progress(_counting_skips(callback, skipped))  # NaN/Inf loss: stop at once
         with _timed(timings, "total"):
             edit = stages.prepare(model, request, config, generation)
-            posterior = stages.encode(model, edit) if generation is None else None
             with _timed(timings, "lora"):
-                weights, cached = self.identity_lora(edit, posterior, config, callback, seed)
+                weights, lora_cached = self.identity_lora(edit, reuse, config, callback, seed)
             freeu_setting = generation.config.freeu if generation is not None else ()
             with frozen_lora(model.unet, config.lora_rank, weights), freeu(model.unet, *freeu_setting):
                 with _timed(timings, "inversion"):
                     if generation is None:
-                        z_t = stages.invert(model, edit, posterior[0], callback)
+                        z_t, inversion_cached = self.inverted(edit, reuse, config, callback, seed)
+                        edit.undragged = reuse.trajectory(config, seed)
                     else:
-                        z_t = generation.latent_at(edit.t_index).to(model.device)
+                        z_t, inversion_cached = generation.latent_at(edit.t_index).to(model.device), False
                     check_finite(z_t, "inversion")
                 with _timed(timings, "optimization"), torch.enable_grad(), \
                         stages.feature_model(model, edit, config.feature_block) as fm:
@@ -115,7 +127,25 @@ class DragEditor:
                     blocks = tuple(config.reference_attention_blocks) if config.reference_attention else None
                     latent = check_finite(stages.denoise(model, edit, outcome, blocks, callback), "denoising")
                     image = stages.to_pil(check_finite(model.decode(latent), "VAE decoding"), request.size)
-        return _result(edit, outcome, image, latent, config, cached, timings, skipped)
+        return _result(edit, outcome, image, latent, config, (lora_cached, inversion_cached), timings, skipped)
+
+    def prepare(self, image: Image.Image, prompt: str = "", config: Optional[MethodConfig] = None, seed: int = 0,
+                callback: Optional[ProgressCallback] = None) -> PreparedImage:
+        """Do now what every edit of ``image`` with ``prompt`` shares — the VAE posterior, the identity LoRA and the
+        inversion for ``config``'s settings (default DragDiffusion) — and return it for :meth:`edit`'s ``prepared``.
+        The web app calls this in the background as soon as an image is set, so Run only drags. ``callback`` gets
+        the "lora" and "inversion" events; raising :class:`EditCancelled` in it stops the preparation."""
+        config = resolve_family_defaults(config if config is not None else DragDiffusionConfig(), self.model.family)
+        image = to_rgb(image)
+        check_steps(self.model, config.num_inference_steps)
+        check_image_size(self.model, image.size, stages.working_size(image.size, self.model.vae_scale_factor))
+        prepared = PreparedImage.of(self.model, image, prompt)
+        callback = guard_progress(callback)
+        base = stages.working_image(self.model, image, prompt, config)
+        weights, _ = self.identity_lora(base, prepared, config, callback, seed)
+        with frozen_lora(self.model.unet, config.lora_rank, weights):
+            self.inverted(base, prepared, config, callback, seed)
+        return prepared
 
     def check(self, request: DragRequest, config: Optional[MethodConfig],
               generation: Optional[Generation] = None) -> MethodConfig:
@@ -131,33 +161,59 @@ class DragEditor:
         check_edit(self.model, request, config)
         return config
 
-    def identity_lora(self, edit: stages.Edit, posterior: Optional[tuple[torch.Tensor, torch.Tensor]],
+    def posterior(self, base: stages.WorkingImage | stages.Edit,
+                  reuse: PreparedImage) -> tuple[torch.Tensor, torch.Tensor]:
+        """The working image's VAE posterior (mean, std), encoded once per prepared image."""
+        if reuse.posterior is None:
+            reuse.posterior = stages.encode(self.model, base)
+        return reuse.posterior
+
+    def identity_lora(self, base: stages.WorkingImage | stages.Edit, reuse: Optional[PreparedImage],
                       config: MethodConfig, callback: Optional[ProgressCallback] = None,
                       seed: int = 0) -> tuple[Optional[dict[str, torch.Tensor]], bool]:
-        """(identity LoRA weights fine-tuned on the edit's working image, whether they came from the cache); None
-        when lora_steps = 0. A cache hit is reported as one ``ProgressEvent("lora", n, n, cached=True)``."""
+        """(identity LoRA weights fine-tuned on the working image, whether they were reused — from ``reuse`` or the
+        editor's disk cache); None when lora_steps = 0. A reuse is reported as one
+        ``ProgressEvent("lora", n, n, cached=True)``."""
         if config.lora_steps <= 0:
             return None, False
-        model, request = self.model, edit.request
-        key = None
-        if self.lora_cache is not None:
+        model, key = self.model, reuse.lora_key(config, seed)
+        weights = reuse.loras.get(key)
+        disk_key = None
+        if weights is None and self.lora_cache is not None:
             style = (model.style_lora["sha256"], model.style_lora["scale"]) if model.style_lora else ()
-            key = LoraCache.key(image_bytes(request.image), request.prompt, model.name, str(model.dtype),
-                                config.lora_steps, config.lora_rank, config.lora_lr, config.lora_batch_size,
-                                config.lora_weight_decay, seed, *style)
-            cached = self.lora_cache.get(key)
-            if cached is not None:
-                if callback is not None:
-                    callback(ProgressEvent("lora", config.lora_steps, config.lora_steps, cached=True))
-                return cached, True
+            disk_key = LoraCache.key(image_bytes(reuse.image), reuse.prompt, model.name, str(model.dtype),
+                                     config.lora_steps, config.lora_rank, config.lora_lr, config.lora_batch_size,
+                                     config.lora_weight_decay, seed, *style)
+            weights = self.lora_cache.get(disk_key)
+        if weights is not None:
+            reuse.loras[key] = weights
+            if callback is not None:
+                callback(ProgressEvent("lora", config.lora_steps, config.lora_steps, cached=True))
+            return weights, True
+        mean, std = self.posterior(base, reuse)
         generator = torch.Generator(device=model.device).manual_seed(seed)
         weights = train_identity_lora(
-            model.unet, model.scheduler_config, posterior[0], posterior[1], edit.text,
+            model.unet, model.scheduler_config, mean, std, base.text,
             steps=config.lora_steps, rank=config.lora_rank, lr=config.lora_lr, batch_size=config.lora_batch_size,
             weight_decay=config.lora_weight_decay, generator=generator, callback=callback)
+        reuse.loras[key] = weights
         if self.lora_cache is not None:
-            self.lora_cache.put(key, weights)
+            self.lora_cache.put(disk_key, weights)
         return weights, False
+
+    def inverted(self, base: stages.WorkingImage | stages.Edit, reuse: PreparedImage, config: MethodConfig,
+                 callback: Optional[ProgressCallback] = None, seed: int = 0) -> tuple[torch.Tensor, bool]:
+        """(z_{t*}: the working image DDIM-inverted to t* under the attached LoRA, whether it was reused from
+        ``reuse``). A reuse is reported as one ``ProgressEvent("inversion", k, k, cached=True)``."""
+        key = reuse.inversion_key(config, seed)
+        z_t = reuse.latents.get(key)
+        if z_t is not None:
+            if callback is not None:
+                callback(ProgressEvent("inversion", base.inverted_steps, base.inverted_steps, cached=True))
+            return z_t, True
+        z_t = stages.invert(self.model, base, self.posterior(base, reuse)[0], callback)
+        reuse.latents[key] = z_t
+        return z_t, False
 
 
 def _counting_skips(callback: Optional[ProgressCallback], skipped: dict[str, int]) -> ProgressCallback:
@@ -182,7 +238,7 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
 
 
 def _result(edit: stages.Edit, outcome: stages.DragOutcome, image, latent: torch.Tensor, config: MethodConfig,
-            lora_cached: bool, timings: dict[str, float], skipped: dict[str, int]) -> DragResult:
+            reused: tuple[bool, bool], timings: dict[str, float], skipped: dict[str, int]) -> DragResult:
     """The public result, in image pixels (the animation gets the final image as its last frame)."""
     final_handles = edit.to_image_points(outcome.handles)
     frames = None
@@ -196,4 +252,5 @@ def _result(edit: stages.Edit, outcome: stages.DragOutcome, image, latent: torch
     return DragResult(image=image, final_handles=final_handles,
                       trajectory=[edit.to_image_points(h) for h in outcome.trajectory],
                       timings={k: timings[k] for k in order}, steps=outcome.steps, latent=latent, frames=frames,
-                      config=config, lora_cached=lora_cached, skipped_steps=skipped)
+                      config=config, lora_cached=reused[0], inversion_cached=reused[1],
+                      skipped_steps=skipped)

@@ -156,10 +156,14 @@ class _AlddRun:
         self.stepper.optimizer = torch.optim.Adam([self.z], lr=self.config.latent_lr)
         self.pending = forward(self.fm, self.edit, self.z, t)  # initial tracking + first supervision step
         self.last = None
-        if torch.equal(self.latent, self.source):  # at t*: the source itself → λ-residual exactly 0 at step 1
+        known = self.edit.undragged.get(t)  # a re-edit of the same image: F_orig[t], x̄_{t−1} already computed
+        if known is not None:
+            self.undragged = UndraggedStep(t, *known, reference_vectors_at(known[0], self.edit.handles))
+        elif torch.equal(self.latent, self.source):  # at t*: the source itself → λ-residual exactly 0 at step 1
             self.undragged = undragged_from(self.pending, self.edit.handles)
         else:
             self.undragged = undragged_step(self.fm, self.edit, self.source, t)
+        self.edit.undragged[t] = (self.undragged.features, self.undragged.x_prev)
 
     def track(self, step: int, kind: str) -> bool:
         fwd = self.pending if kind == INITIAL else self.last  # after J steps: the stale, pre-update features

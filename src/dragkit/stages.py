@@ -18,6 +18,7 @@ the generation (prompt, negative prompt, CFG scale: :mod:`dragkit.guidance`), st
 from __future__ import annotations
 
 from contextlib import closing, contextmanager, nullcontext
+import dataclasses
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
@@ -50,6 +51,9 @@ class Edit:
     text: TextConditioning  # prompt embedding (with the negative prompt and CFG scale for generated images)
     scheduler: object  # DDIM (real images) or the generation's sampler; timesteps set, never stepped itself
     inverted_steps: int  # k = round(T·strength): t* = timesteps[T − k]
+    # GoodDrag's undragged trajectory of this image and settings, {t: (F_orig[t], x̄_{t−1})}, filled by the first
+    # edit and reused by re-edits (a :class:`~dragkit.prepared.PreparedImage`'s); a fresh dict otherwise
+    undragged: dict = dataclasses.field(default_factory=dict)
 
     def to_image_points(self, rc: torch.Tensor) -> list[tuple[float, float]]:
         return points.to_image(rc, self.request.size, (self.grid_hw[1], self.grid_hw[0]))
@@ -94,37 +98,57 @@ def working_size(size: tuple[int, int], multiple: int) -> tuple[int, int]:
     return tuple(max(multiple, int(round(s / multiple)) * multiple) for s in size)
 
 
-def prepare(model: DiffusionModel, request: DragRequest, config, generation=None) -> Edit:
-    """Everything the drag needs before optimisation; with ``generation`` the conditioning and the sampler are the
-    generation's (its ``num_inference_steps`` must be the config's)."""
-    w, h = request.size
-    work = working_size((w, h), model.vae_scale_factor)
-    image = request.image if work == (w, h) else request.image.resize(work, Image.BILINEAR)
-    grid_hw = supervision_size((work[1], work[0]), config.supervision_scale)
-    latent_hw = (work[1] // model.vae_scale_factor, work[0] // model.vae_scale_factor)
-    mask_grid = points.mask_to_grid(request.mask, grid_hw)
-    editable_latent = torch.nn.functional.interpolate(mask_grid, size=latent_hw, mode="nearest")
+@dataclass
+class WorkingImage:
+    """The image side of an edit, without points: what the identity LoRA and the inversion see, so what edits of the
+    same image can share (:class:`dragkit.prepared.PreparedImage`)."""
+
+    working_size: tuple[int, int]  # (W_w, H_w), multiples of the VAE factor
+    image: torch.Tensor  # 1×3×H_w×W_w in [−1, 1]
+    text: TextConditioning
+    scheduler: object
+    inverted_steps: int
+
+
+def working_image(model: DiffusionModel, image: Image.Image, prompt: str, config, generation=None) -> WorkingImage:
+    """The working image (resized to multiples of the VAE factor), its conditioning and the sampler; with
+    ``generation`` the conditioning and the sampler are the generation's (its ``num_inference_steps`` must be the
+    config's)."""
+    work = working_size(image.size, model.vae_scale_factor)
+    resized = image if work == image.size else image.resize(work, Image.BILINEAR)
     if generation is None:
         scheduler = make_scheduler(model.scheduler_config, config.num_inference_steps)
-        text = model.conditioning(request.prompt, (work[1], work[0]))
+        text = model.conditioning(prompt, (work[1], work[0]))
     else:
         if config.num_inference_steps != generation.config.num_inference_steps:
             raise ValueError("drag a generation with its own num_inference_steps (see editor.generated_config)")
         scheduler = sampling.make_scheduler(model.scheduler_config, generation.config.scheduler,
                                             generation.config.num_inference_steps)
         text = generation_conditioning(model, generation.config)
+    return WorkingImage(work, model.image_to_tensor(resized), text, scheduler, config.inverted_steps)
+
+
+def prepare(model: DiffusionModel, request: DragRequest, config, generation=None) -> Edit:
+    """Everything the drag needs before optimisation: the :func:`working_image` and the points on the grid."""
+    w, h = request.size
+    base = working_image(model, request.image, request.prompt, config, generation)
+    work = base.working_size
+    grid_hw = supervision_size((work[1], work[0]), config.supervision_scale)
+    latent_hw = (work[1] // model.vae_scale_factor, work[0] // model.vae_scale_factor)
+    mask_grid = points.mask_to_grid(request.mask, grid_hw)
+    editable_latent = torch.nn.functional.interpolate(mask_grid, size=latent_hw, mode="nearest")
     return Edit(
         request=request,
         working_size=work,
         grid_hw=grid_hw,
-        image=model.image_to_tensor(image),
+        image=base.image,
         handles=points.to_grid(request.handles, (w, h), (grid_hw[1], grid_hw[0])).to(model.device),
         targets=points.to_grid(request.targets, (w, h), (grid_hw[1], grid_hw[0])).to(model.device),
         has_mask=request.mask is not None and bool(editable_latent.sum() > 0),
         editable_latent=editable_latent.to(model.device),
-        text=text,
-        scheduler=scheduler,
-        inverted_steps=config.inverted_steps,
+        text=base.text,
+        scheduler=base.scheduler,
+        inverted_steps=base.inverted_steps,
     )
 
 
@@ -161,14 +185,14 @@ def feature_model(model: DiffusionModel, edit: Edit, block: int) -> Iterator[Fea
 
 
 @torch.no_grad()
-def encode(model: DiffusionModel, edit: Edit) -> tuple[torch.Tensor, torch.Tensor]:
+def encode(model: DiffusionModel, edit: Edit | WorkingImage) -> tuple[torch.Tensor, torch.Tensor]:
     """VAE posterior (mean, std) × scaling factor of the working image, float32: z0 is the mean (the reference's
     inversion start); the identity LoRA samples from the whole posterior."""
     mean, std = model.encode_posterior(edit.image)
     return mean.float(), std.float()
 
 
-def invert(model: DiffusionModel, edit: Edit, z0: torch.Tensor,
+def invert(model: DiffusionModel, edit: Edit | WorkingImage, z0: torch.Tensor,
            callback: Optional[ProgressCallback] = None) -> torch.Tensor:
     """DDIM-invert ``z0`` by ``edit.inverted_steps`` steps to t*. Returns z_{t*} in float32."""
 

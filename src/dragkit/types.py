@@ -174,6 +174,7 @@ class DragResult:
         config: the method config the edit actually ran with (for a generated image: the generation's step count,
             no LoRA), as ``--json`` records it.
         lora_cached: whether the identity LoRA came from the editor's cache (False when trained or not used).
+        inversion_cached: whether z_{t*} came from the ``prepared`` image of an earlier edit.
         skipped_steps: per stage ("lora", "optimization"), optimiser steps the fp16 gradient scaler skipped on
             overflow and that were therefore taken again (not counted in ``steps``); empty in bf16/fp32.
     """
@@ -187,4 +188,5 @@ class DragResult:
     frames: Optional[list[Image.Image]] = None
     config: Optional[object] = None
     lora_cached: bool = False
+    inversion_cached: bool = False
     skipped_steps: dict[str, int] = field(default_factory=dict)

@@ -1,0 +1,77 @@
+"""What edits of one image can share — the interactive loop's speed comes from not redoing it.
+
+A user drags, looks, moves a point, drags again: every re-edit of the same image (and prompt, on the same model) has
+the same VAE posterior, the same identity LoRA, the same inverted latent z_{t*} and, for GoodDrag, the same undragged
+trajectory (F_orig[t], x̄_{t−1} at each drag timestep). Only the points (and the mask) change. A
+:class:`PreparedImage` holds those pieces, each keyed by exactly the settings that determine it, so a re-edit with
+other LoRA or inversion settings recomputes only what those settings change.
+
+It is an explicit object the caller owns (:meth:`dragkit.editor.DragEditor.prepare`, then
+``editor.edit(request, config, prepared=…)``), never state hidden on the editor or the model: drop it and its memory
+(a LoRA on the CPU, a latent and ≤ T_d feature maps on the device) goes with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from PIL import Image
+
+from .types import DragError
+
+
+def image_digest(image: Image.Image) -> str:
+    """A content hash of the image's pixels (size, mode and raw bytes: no encoding on the way)."""
+    digest = hashlib.sha256(f"{image.size}{image.mode}".encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()[:32]
+
+
+@dataclass(eq=False)
+class PreparedImage:
+    """The reusable part of edits of ``image`` with ``prompt`` on one model (named ``model``, in ``dtype``)."""
+
+    image: Image.Image
+    prompt: str
+    model: str
+    dtype: str
+    digest: str
+    posterior: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # VAE (mean, std) × scaling factor, float32
+    loras: dict = field(default_factory=dict)  # lora_key → weights (CPU float32) or None
+    latents: dict = field(default_factory=dict)  # inversion_key → z_{t*} (float32, on the device)
+    undragged: dict = field(default_factory=dict)  # trajectory_key → {t: (F_orig[t], x̄_{t−1})}
+
+    @classmethod
+    def of(cls, model, image: Image.Image, prompt: str) -> "PreparedImage":
+        return cls(image, prompt, model.name, str(model.dtype), image_digest(image))
+
+    def check(self, model, request) -> None:
+        """A one-line :class:`DragError` unless ``request`` edits this image with this prompt on this model."""
+        if (model.name, str(model.dtype)) != (self.model, self.dtype):
+            raise DragError(f"the image was prepared on {self.model} ({self.dtype}), not on {model.name} "
+                            f"({model.dtype}): prepare it again")
+        if request.prompt != self.prompt:
+            raise DragError("the image was prepared with another prompt: prepare it again")
+        if request.image.size != self.image.size or image_digest(request.image) != self.digest:
+            raise DragError("the request's image is not the prepared image: prepare it again")
+
+    # --- keys: exactly the settings each piece depends on -------------------------------------------------------
+    @staticmethod
+    def lora_key(config, seed: int) -> tuple:
+        return (config.lora_steps, config.lora_rank, config.lora_lr, config.lora_batch_size, config.lora_weight_decay,
+                seed if config.lora_steps > 0 else None)
+
+    @classmethod
+    def inversion_key(cls, config, seed: int) -> tuple:
+        return cls.lora_key(config, seed) + (config.num_inference_steps, config.inverted_steps)
+
+    @classmethod
+    def trajectory_key(cls, config, seed: int) -> tuple:
+        return cls.inversion_key(config, seed) + (config.feature_block, config.supervision_scale)
+
+    def trajectory(self, config, seed: int) -> dict:
+        """GoodDrag's undragged trajectory for these settings (filled by the first edit that computes it)."""
+        return self.undragged.setdefault(self.trajectory_key(config, seed), {})
