@@ -178,16 +178,20 @@ class DiffusionModel:
         allow_pickle: bool = False,
         style_lora: Optional[str] = None,
         style_lora_scale: float = 1.0,
+        compile: bool | str = False,
     ) -> "DiffusionModel":
         """Load from a Hub id, a local diffusers folder or a single-file checkpoint; see :func:`load_pipeline`.
         ``style_lora``: a user's LoRA weights file (.safetensors), applied with ``style_lora_scale`` to everything
-        the model does (generation, identity LoRA, drag) — see :func:`load_style_lora`."""
+        the model does (generation, identity LoRA, drag) — see :func:`load_style_lora`. ``compile``: torch.compile
+        the UNet (True = inductor, or a backend name), see :func:`compile_unet`."""
         dev = select_device(device)
         dt = select_dtype(dev, dtype)
         pipe = load_pipeline(model, torch_dtype=dt, vae=vae, config=config, allow_pickle=allow_pickle)
         style = load_style_lora(pipe, style_lora, style_lora_scale, allow_pickle) if style_lora else None
         for module in (pipe.unet, pipe.vae):  # the text encoders are placed by from_pipeline (never via the device)
             module.to(dev)
+        if compile:
+            compile_unet(pipe.unet, "inductor" if compile is True else compile)
         return cls.from_pipeline(pipe, name=str(model), style_lora=style)
 
     # --- the operations every method uses -------------------------------------------------------------------
@@ -271,6 +275,21 @@ class DiffusionModel:
             x = torch.cat([self.vae.decode(z.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
                            for z in latents.split(1)])
         return (x.float() / 2 + 0.5).clamp(0, 1)
+
+
+def compile_unet(unet, backend: str = "inductor") -> None:
+    """torch.compile the UNet in place (``nn.Module.compile``: the same module object, so feature hooks, attention
+    processors and LoRA adapters attach to it as before). Each new situation compiles once and is then reused: with
+    and without gradients, LoRA attached or not, the feature hook on or off, reference attention installed, another
+    image size (the first compiles take minutes for SD-1.5 with inductor; later edits run the compiled graphs).
+
+    Dynamo is told to guard on module hooks (``skip_nnmodule_hook_guards = False``, a process-wide dynamo setting):
+    the feature capture is a forward hook added and removed around each drag, and by default a graph compiled before
+    the hook existed would be reused after it was added, silently without it."""
+    import torch._dynamo
+
+    torch._dynamo.config.skip_nnmodule_hook_guards = False
+    unet.compile(backend=backend)
 
 
 def detect_family(model: str, config: Optional[str] = None) -> str:

@@ -29,6 +29,8 @@ def add_model_options(parser: argparse.ArgumentParser, default_model: Optional[s
     g.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: the best available)")
     g.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"],
                    help="weights dtype (default: fp16 on GPU, fp32 on CPU)")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the UNet (inductor): slow first edits, faster later ones (default: off)")
     g.add_argument("--allow-pickle", action="store_true",
                    help="allow pickle-based checkpoints (.ckpt/.bin/.pt), which can run code when loaded")
     g.add_argument("--style-lora", default=None, metavar="FILE",
@@ -103,7 +105,7 @@ def load_editor(args: argparse.Namespace, lora_cache_dir: Optional[str] = None):
     return DragEditor.from_pretrained(resolve_model(args.model), vae=args.vae, device=args.device, dtype=args.dtype,
                                       config=args.model_config, allow_pickle=args.allow_pickle,
                                       style_lora=args.style_lora, style_lora_scale=args.style_lora_scale,
-                                      lora_cache_dir=lora_cache_dir)
+                                      compile=getattr(args, "compile", False), lora_cache_dir=lora_cache_dir)
 
 
 def write_outputs(writers: dict[str, Callable[[Path], None]]) -> None:
