@@ -127,3 +127,26 @@ def test_a_generated_image_needs_no_preparation(editor):
     prepared = editor.prepare(generation.image, "x", small("dragdiffusion", lora_steps=0))
     with pytest.raises(DragError, match="needs no preparation"):
         editor.edit(request, small("dragdiffusion", lora_steps=0), generation=generation, prepared=prepared)
+
+
+def test_without_the_mask_term_dragdiffusion_stops_the_forward_at_the_feature_block(editor, tiny_model):
+    """No mask drawn → no mask term → ε is unused: the drag forwards end at the feature block (the last decoder block
+    never runs while dragging), with or without a mask the edit still runs end to end."""
+    calls = {"last_block": 0}
+    last = tiny_model.unet.up_blocks[-1]
+    handle = last.register_forward_hook(lambda *_: calls.__setitem__("last_block", calls["last_block"] + 1))
+    config = small("dragdiffusion", lora_steps=0)
+    try:
+        result = editor.edit(DragRequest(image(5), [(20, 20)], [(30, 24)]), config)
+        unmasked = calls["last_block"]
+        calls["last_block"] = 0
+        mask = np.zeros((64, 64), np.uint8)
+        mask[10:40, 10:40] = 1
+        masked = editor.edit(DragRequest(image(5), [(20, 20)], [(30, 24)], mask=mask), config)
+    finally:
+        handle.remove()
+    inversion, denoising = config.inverted_steps, config.inverted_steps  # one forward per step each
+    assert unmasked == inversion + denoising  # none of the drag's forwards reached the last block
+    drag_forwards = calls["last_block"] - inversion - denoising  # with the mask term: every forward runs it all
+    assert drag_forwards in (masked.steps, masked.steps + 1)  # one per Adam step (+ the one that found it done)
+    assert result.steps > 0

@@ -16,7 +16,8 @@ t*), CFG kept (F is the weighted concatenation of both branches' features, :mod:
 step is the generation sampler's step (:mod:`dragkit.sampling`).
 
 Reference details kept (spec §1.3): F(z_t) is taken from step 0's forward, which also gives z_{t−1}, so the mask term's
-residual is exactly zero at step 0; the mask term is dropped when no mask is drawn.
+residual is exactly zero at step 0; the mask term is dropped when no mask is drawn — and then the forward ends at the
+feature block (nothing after it reaches the loss: same F, same gradients, a quarter less UNet work for SD-1.5).
 """
 
 from __future__ import annotations
@@ -66,12 +67,20 @@ def optimize_latent(fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tenso
     reference, x_prev_0 = None, None
     trajectory = [handles.clone()]
     steps = 0
-    for k in range(config.optimization_steps):
+    # Without the mask term only F is needed: the forward stops at the feature block (ε and ẑ_{t−1} are unused)
+    needs_eps = edit.has_mask and config.mask_weight > 0
+
+    def evaluate():
+        if not needs_eps:
+            return fm.features(z, t, edit.text), None
         eps, features = fm(z, t, edit.text)
-        x_prev = edit.step(eps, edit.t_index, z)
+        return features, edit.step(eps, edit.t_index, z)
+
+    for k in range(config.optimization_steps):
+        features, x_prev = evaluate()
         if k == 0:
             reference = reference_vectors_at(features, edit.handles)
-            x_prev_0 = x_prev.detach()
+            x_prev_0 = x_prev.detach() if x_prev is not None else None
         else:
             handles = track_points(reference, features.detach(), handles, config.tracking_radius)
             trajectory.append(handles.clone())
@@ -79,8 +88,7 @@ def optimize_latent(fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tenso
             break
         loss = drag_loss(features, handles, targets, x_prev, x_prev_0, edit.editable_latent, edit.has_mask, config)
         while not stepper.step(loss.total):  # fp16 overflow: z unchanged; evaluate it again at the lowered scale
-            eps, features = fm(z, t, edit.text)
-            x_prev = edit.step(eps, edit.t_index, z)
+            features, x_prev = evaluate()
             loss = drag_loss(features, handles, targets, x_prev, x_prev_0, edit.editable_latent, edit.has_mask,
                              config)
         steps += 1

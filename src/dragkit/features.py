@@ -20,14 +20,23 @@ import torch
 import torch.nn.functional as F
 
 
+class FeaturesReady(Exception):
+    """Raised by a :class:`FeatureCapture` asked to end the forward at its block (``stop = True``)."""
+
+
 class FeatureCapture:
-    """Holds the last output of the hooked block; read ``.value`` after a UNet forward."""
+    """Holds the last output of the hooked block; read ``.value`` after a UNet forward. With ``stop`` set, the
+    forward ends right there (:class:`FeaturesReady`): the layers after the block are not run, and a backward from
+    the features starts at the block."""
 
     def __init__(self):
         self.value: torch.Tensor | None = None
+        self.stop = False
 
     def __call__(self, module, inputs, output):
         self.value = output[0] if isinstance(output, tuple) else output
+        if self.stop:
+            raise FeaturesReady
 
     def pop(self) -> torch.Tensor:
         value, self.value = self.value, None

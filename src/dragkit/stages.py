@@ -29,7 +29,7 @@ from PIL import Image
 from . import points
 from . import sampling
 from .ddim import ddim_invert, make_scheduler, start_index
-from .features import FeatureMap, capture_features, supervision_size
+from .features import FeatureMap, FeaturesReady, capture_features, supervision_size
 from .guidance import TextConditioning
 from .models import DiffusionModel
 from .reference_attention import reference_attention
@@ -175,6 +175,18 @@ class FeatureModel:
     def __call__(self, z: torch.Tensor, t: int, text: TextConditioning) -> tuple[torch.Tensor, FeatureMap]:
         eps = unet_eps(self.model, z, t, text)
         return eps, FeatureMap(self.capture.pop(), self.grid_hw, text.feature_weights)
+
+    def features(self, z: torch.Tensor, t: int, text: TextConditioning) -> FeatureMap:
+        """F(z_t) alone: the forward ends at the feature block (for SD-1.5's up_blocks[2], the last decoder block
+        and the output convolution — about a quarter of the UNet's work — are skipped, and so is their backward)."""
+        self.capture.stop = True
+        try:
+            unet_eps(self.model, z, t, text)
+        except FeaturesReady:
+            pass
+        finally:
+            self.capture.stop = False
+        return FeatureMap(self.capture.pop(), self.grid_hw, text.feature_weights)
 
 
 @contextmanager
