@@ -1,5 +1,6 @@
 """What the web app's sessions share (:class:`AppContext`): the loaded editor, the methods' configs and parameters,
-the folder for written files, the device lock and the cancel flags. No Gradio; nothing per session or per run."""
+the folder for written files, the device lock, the cancel flags and the wanted preparations. No Gradio; nothing per
+session or per run (each session's prepared image lives in its own ``gr.State``)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from ..config import GenerationConfig, default_config, method_names
 from ..family import SD, resolve
 from . import params as params_mod
 from . import session as ss
-from .job import CancelFlags
+from .job import CancelFlags, Preparations
 
 KEEP_RUN_DIRS = 64  # per-run folders (edit-, export-, import-, traj-) kept in the work folder
 
@@ -30,8 +31,8 @@ def _mtime(path: Path) -> float:
 @dataclass
 class AppContext:
     """What every session shares: the loaded editor, the methods' start configs and parameters, the upload size
-    limit, the folder for written files, the device lock (one edit or generation at a time on the model) and the
-    sessions' cancel flags."""
+    limit, the folder for written files, the device lock (one edit, preparation or generation at a time on the model),
+    the sessions' cancel flags and their wanted preparations (content key and cancel flag)."""
 
     editor: Any
     defaults: dict[str, Any]  # method → config shown at start
@@ -41,6 +42,7 @@ class AppContext:
     max_side: int = ss.DEFAULT_MAX_SIDE
     device_lock: threading.Lock = field(default_factory=threading.Lock)
     cancel_flags: CancelFlags = field(default_factory=CancelFlags)
+    preparations: Preparations = field(default_factory=Preparations)
 
     @classmethod
     def create(cls, editor: Any, defaults: Optional[dict[str, Any]] = None, max_side: int = ss.DEFAULT_MAX_SIDE,
@@ -69,6 +71,11 @@ class AppContext:
         cleanup = getattr(self, "_cleanup", None)
         if cleanup is not None:
             cleanup()
+
+    @property
+    def can_prepare(self) -> bool:
+        """Whether the editor prepares images (``prepare`` and ``edit(..., prepared=)``, on a loaded model)."""
+        return callable(getattr(self.editor, "prepare", None)) and getattr(self.editor, "model", None) is not None
 
     @property
     def methods(self) -> list[str]:

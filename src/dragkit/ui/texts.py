@@ -1,7 +1,8 @@
 """The status texts the web app shows (Markdown strings; pure functions, no Gradio).
 
 One place for every message of the Drag tab, so that the handlers only decide *which* message, and the words stay
-consistent: "**Error:** …" one-liners, "**Running** · …" progress, "**Done** …" with what the identity LoRA did.
+consistent: "**Error:** …" one-liners, "**Running** · …" progress, "**Done** …" with what the identity LoRA did, and
+the preparation line: "**Preparing** · …", "**Ready** · …".
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ GENERATING = "**Generating** · waiting for the device…"
 STAGES = {"lora": "identity LoRA", "inversion": "DDIM inversion", "optimization": "drag (latent optimisation)",
           "denoising": "denoising"}
 LORA_CACHED = "identity LoRA reused from cache"
+LORA_AND_INVERSION_REUSED = "identity LoRA and inversion reused"
+INVERSION_REUSED = "no identity LoRA; inversion reused"
 LORA_TRAINED = "identity LoRA trained"
 NO_LORA = "no identity LoRA"
 GENERATED = "generated image: dragged from its saved latents, no identity LoRA, no inversion"
@@ -64,8 +67,9 @@ def starting(warnings: Sequence[str]) -> str:
     return "**Running** · starting…" + warnings_note(warnings)
 
 
-def progress(ev: ProgressEvent, lora_cached: bool) -> str:
-    """The status for the latest progress event; ``lora_cached`` once the editor reported a cached identity LoRA."""
+def progress(ev: ProgressEvent, lora_cached: bool, inversion_cached: bool = False) -> str:
+    """The status for the latest progress event; ``lora_cached`` / ``inversion_cached`` once the editor reported a
+    reused identity LoRA / inverted latent."""
     stage = STAGES.get(ev.stage, ev.stage)
     if ev.cached:
         return f"**Running** · **{stage}** reused from cache"
@@ -73,19 +77,50 @@ def progress(ev: ProgressEvent, lora_cached: bool) -> str:
     if ev.loss is not None:
         text += f" · loss {ev.loss:.4g}"
     if lora_cached:
-        text += " · " + LORA_CACHED
+        text += " · " + (LORA_AND_INVERSION_REUSED if inversion_cached else LORA_CACHED)
+    elif inversion_cached:
+        text += " · inversion reused"
     return text
 
 
 def lora_note(result: DragResult, requested: Any, generated: bool) -> str:
-    """What the edit did about the identity LoRA, as the editor reported it (``result.lora_cached`` and the config it
-    ran with, falling back to the ``requested`` config)."""
+    """What the edit did about the identity LoRA and the inversion, as the editor reported it
+    (``result.lora_cached``, ``result.inversion_cached`` and the config it ran with, falling back to the
+    ``requested`` config)."""
     if generated:
         return GENERATED
+    inverted = getattr(result, "inversion_cached", False)
     if result.lora_cached:
-        return LORA_CACHED
+        return LORA_AND_INVERSION_REUSED if inverted else LORA_CACHED
+    if inverted:
+        return INVERSION_REUSED
     config = result.config if result.config is not None else requested
     return LORA_TRAINED if getattr(config, "lora_steps", 0) > 0 else NO_LORA
+
+
+# --- the preparation line (the identity LoRA and the inversion, done in the background once an image is set) -------
+
+PREPARE_QUEUED = "**Preparing** · waiting for the device…"
+PREPARE_CANCELLED = "Preparation cancelled: Run trains the identity LoRA and inverts the image itself."
+
+
+def preparing(ev: ProgressEvent) -> str:
+    """The preparation line for its latest progress event ("**Preparing** · identity LoRA 23/80")."""
+    stage = STAGES.get(ev.stage, ev.stage)
+    if ev.cached:
+        return f"**Preparing** · {stage} reused from cache"
+    return f"**Preparing** · {stage} {ev.step}/{ev.total} (place the points meanwhile)"
+
+
+def ready(config: Any) -> str:
+    """The preparation line once the image is prepared for ``config``'s settings."""
+    what = "identity LoRA and inversion" if getattr(config, "lora_steps", 0) > 0 else "inversion"
+    return f"**Ready** · {what} prepared: Run only drags."
+
+
+def prepare_failed(status: str) -> str:
+    """The preparation line after it failed (``status``: its one-line "**Error:** …")."""
+    return f"{status} — Run still works: it does the preparation itself."
 
 
 def done(result: DragResult, note: str, warnings: Sequence[str]) -> str:
