@@ -132,7 +132,8 @@ def test_points_handlers_and_editor_echo(ctx):
     assert handlers.on_undo(_session())["status"].endswith("Click the target of handle 1. Editable region: "
                                                            "whole image.")
     assert handlers.on_clear(_session())["session"].points == ()
-    assert handlers.on_clear_image(_session()) == {"session": ss.Session(), "view": None, "status": texts.START}
+    assert handlers.on_clear_image(_session()) == {"session": ss.Session(), "view": None, "status": texts.START,
+                                                   "prepared": None}
     assert handlers.on_method(app, "gooddrag") == {"params-dragdiffusion": gr.update(visible=False),
                                                    "params-gooddrag": gr.update(visible=True)}
 

@@ -5,9 +5,10 @@ by name); an edit runs as a :class:`~dragkit.ui.job.EditJob` in a worker thread.
 (:func:`wire`, the one place where events meet handlers) and serves the result.
 
 Everything a user edits lives in per-session ``gr.State`` (:class:`~dragkit.ui.session.Session`, the last edit and
-the last generation); the only shared objects are in :class:`~dragkit.ui.handlers.AppContext`: the loaded editor, a
-lock that keeps one edit at a time on the device (the run event is also queued with ``concurrency_limit=1``) and the
-cancel flags of the sessions' edits.
+the last generation, the prepared image); the only shared objects are in :class:`~dragkit.ui.handlers.AppContext`:
+the loaded editor, a lock that keeps one edit at a time on the device (the run, prepare and generate events are also
+queued with ``concurrency_limit=1`` in one group, so a Run clicked during a preparation waits for it and then finds
+the image prepared), the cancel flags of the sessions' edits and their wanted preparations.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from typing import Any, Callable, Optional
 import gradio as gr
 
 from . import handlers, layout
+from . import params as params_mod
 from . import session as ss
 from .context import AppContext
 from .layout import CSS, Layout
 
 HIDDEN = {"show_progress": "hidden"}
 DEVICE = {"concurrency_limit": 1, "concurrency_id": "device", "show_progress": "minimal"}
+BACKGROUND = {**DEVICE, "show_progress": "hidden"}  # the preparation: on the device, shown in its own line
 GRADIO_CACHE = (3600, 86400)  # every hour, delete Gradio's cached files older than a day
 
 
@@ -58,31 +61,53 @@ def wire(ui: Layout, ctx: AppContext) -> None:
         return bind(fn, ctx, ui)
 
     points = ui.named("session", "view", "status")
-    ui.editor_in.change(on(handlers.on_editor), [ui.editor_in, ui.session], points, trigger_mode="always_last",
-                        **HIDDEN)
+    form = {*ui.named("session", "last_edit", "gen_state", "prepared", "method", "prompt", "seed"), *ui.param_widgets}
+
+    # The background preparation (identity LoRA, inversion) of the session's image, after every change it depends
+    # on: the wanted preparation is recorded at once (a stale one is cancelled), then it queues on the device.
+    # "always_last": a change made while the previous preparation still runs (or waits) is not dropped by the page,
+    # it follows it (which the change has just cancelled, when it made it stale).
+    wanted = dict(fn=on(handlers.on_prepare_queued), inputs=form, outputs=ui.named("prep_status"), queue=False,
+                  trigger_mode="always_last", **HIDDEN)
+    prepare = dict(fn=on(handlers.on_prepare), inputs=form, outputs=ui.named("prep_status", "prepared"),
+                   trigger_mode="always_last", **BACKGROUND)
+
+    def then_prepare(event: Any) -> None:
+        event.then(**wanted).then(**prepare)
+
+    new_image = [*points, ui.prepared]
+    then_prepare(ui.editor_in.change(on(handlers.on_editor), [ui.editor_in, ui.session], new_image,
+                                     trigger_mode="always_last", **HIDDEN))
     # The upload event carries the uploaded file itself; change events (brush strokes) carry canvas blobs.
-    ui.editor_in.upload(on(handlers.on_editor), [ui.editor_in, ui.session], points, **HIDDEN)
-    ui.editor_in.clear(on(handlers.on_clear_image), [ui.session], points, **HIDDEN)
+    then_prepare(ui.editor_in.upload(on(handlers.on_editor), [ui.editor_in, ui.session], new_image, **HIDDEN))
+    then_prepare(ui.editor_in.clear(on(handlers.on_clear_image), [ui.session], new_image, **HIDDEN))
     ui.view.select(on(handlers.on_click), [ui.session], points, **HIDDEN)
     ui.undo_btn.click(on(handlers.on_undo), [ui.session], points, **HIDDEN)
     ui.clear_btn.click(on(handlers.on_clear), [ui.session], points, **HIDDEN)
     ui.method.change(on(handlers.on_method), [ui.method], ui.groups, **HIDDEN)
-    form = {*ui.named("session", "last_edit", "gen_state", "method", "prompt", "seed"), *ui.param_widgets}
+    # typed values prepare once they are entered (blur / Enter), not at every keystroke
+    typed = [ui.prompt, ui.seed, *(w for m, ws in ui.params.items() for w in ws
+                                   if w.elem_id in {params_mod.param_id(m, f) for f in handlers.PREPARE_FIELDS})]
+    gr.on([ui.method.change, *(e for w in typed for e in (w.blur, w.submit))], **wanted).then(**prepare)
     # Cancel works through a per-session flag that the edit checks at every step (and before it starts), so the
-    # edit ends cleanly and frees the device; Gradio's `cancels=` would only detach the stream.
+    # edit ends cleanly and frees the device; Gradio's `cancels=` would only detach the stream. It stops the
+    # session's preparation too.
     ui.run_btn.click(on(handlers.on_queued), None, [ui.status], queue=False, **HIDDEN).then(
         on(handlers.on_run), form,
-        ui.named("status", "view", "result_img", "compare", "trajectory", "downloads", "last_edit"), **DEVICE)
+        ui.named("status", "view", "result_img", "compare", "trajectory", "downloads", "last_edit", "prepared",
+                 "prep_status"), **DEVICE)
     ui.cancel_btn.click(on(handlers.on_cancel), [ui.session], ui.named("status", "view"), queue=False, **HIDDEN)
     ui.export_btn.click(on(handlers.on_export), form, ui.named("downloads", "status"))
-    ui.import_files.upload(on(handlers.on_import), [ui.import_files],
-                           [*ui.named("session", "editor_in", "view", "status", "method", "prompt", "result_img",
-                                      "downloads", "import_files"), *ui.param_widgets])
+    then_prepare(ui.import_files.upload(
+        on(handlers.on_import), [ui.import_files],
+        [*ui.named("session", "editor_in", "view", "status", "method", "prompt", "prepared", "result_img",
+                   "downloads", "import_files"), *ui.param_widgets]))
     ui.gen_btn.click(on(handlers.on_generate), {*ui.gen_widgets.values()},
                      ui.named("gen_status", "gen_img", "gen_state"), **DEVICE)
-    ui.send_btn.click(on(handlers.on_send), [ui.gen_state],
-                      ui.named("session", "editor_in", "view", "status", "result_img", "tabs", "gen_status"),
-                      **HIDDEN)
+    then_prepare(ui.send_btn.click(
+        on(handlers.on_send), [ui.gen_state],
+        ui.named("session", "editor_in", "view", "status", "result_img", "prepared", "tabs", "gen_status"),
+        **HIDDEN))
 
 
 def unload_handler(ctx: AppContext) -> Callable:

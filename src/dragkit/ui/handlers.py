@@ -2,6 +2,14 @@
 values, returning updates keyed by the names of :class:`~dragkit.ui.layout.Layout` (bound to components in one place,
 :func:`dragkit.ui.app.wire`). Inputs gathered from many widgets arrive as ``form``: values keyed by the same names.
 Every failure becomes a message in the page; nothing here holds per-session or per-run state.
+
+Preparation (the identity LoRA and the inversion, done in the background so that Run only drags): every change the
+preparation depends on — the image, the prompt, the seed, the method and its LoRA and inversion settings — calls
+:func:`on_prepare_queued` at once (it records the session's wanted preparation, which cancels a stale one) and then
+queues :func:`on_prepare` on the device, like a Run. The resulting :class:`~dragkit.prepared.PreparedImage` lives in
+the session's ``prepared`` state; Run passes it to the editor when it is of the same image and prompt (a Run clicked
+during a preparation waits in the device queue behind it, then finds it done), and a Run without one starts a fresh
+one that the edit fills, so the next Run on that image is warm either way. A new image drops it.
 """
 
 from __future__ import annotations
@@ -17,16 +25,22 @@ from PIL import Image
 
 from ..checks import check_generation
 from ..config import GenerationConfig
-from ..types import DragError, DragRequest, DragResult
+from ..errors import first_line
+from ..prepared import PreparedImage, image_digest
+from ..types import DragError, DragRequest, DragResult, EditCancelled
 from . import drawing, exchange, params as params_mod
 from . import session as ss
 from . import texts
 from .context import AppContext
-from .job import EditJob, Progress, failure_text
+from .job import EditJob, PrepareJob, Progress, failure_text, prepared_has
 
 logger = logging.getLogger(__name__)
 
 Updates = dict[str, Any]
+
+# The method settings the preparation depends on (PreparedImage.inversion_key): changing one prepares again.
+PREPARE_FIELDS = ("lora_steps", "lora_rank", "lora_lr", "lora_batch_size", "lora_weight_decay", "num_inference_steps",
+                  "inversion_strength")
 
 
 def session_key(request: Optional[gr.Request]) -> str:
@@ -76,7 +90,8 @@ def on_editor(ctx: AppContext, value: Optional[dict], sess: ss.Session) -> Updat
             # An echo of what the session already holds (the editor's value set by an import or "Drag this image"
             # fires its change event late): leave the view and the status — e.g. "Done" — alone.
             return {}
-        return points_updates(masked)
+        # a new image drops the previous one's prepared image (its LoRA and latents) at once
+        return points_updates(masked) | ({"prepared": None} if new_image else {})
     except DragError as exc:
         return points_updates(sess, texts.error(exc))
     except Exception as exc:  # never let a bad upload take the server down
@@ -86,8 +101,8 @@ def on_editor(ctx: AppContext, value: Optional[dict], sess: ss.Session) -> Updat
 
 
 def on_clear_image(_sess: ss.Session) -> Updates:
-    """The input editor was cleared: start over."""
-    return points_updates(ss.Session())
+    """The input editor was cleared: start over (and drop the prepared image)."""
+    return points_updates(ss.Session()) | {"prepared": None}
 
 
 def on_click(sess: ss.Session, evt: gr.SelectData) -> Updates:
@@ -140,18 +155,35 @@ class EditInput:
 
 def gather(ctx: AppContext, form: dict[str, Any]) -> EditInput:
     """The edit the form describes, or a DragError that says what is missing or wrong."""
-    sess, name = form["session"], form["method"]
+    sess = form["session"]
+    if form["method"] not in ctx.params:
+        raise DragError(f"unknown method {form['method']!r}")
+    request = ss.build_request(sess, form["prompt"])
+    return EditInput(sess, request, method_config(ctx, form), parse_seed(form["seed"]), generation_of(form))
+
+
+def method_config(ctx: AppContext, form: dict[str, Any]) -> Any:
+    """The selected method's config with the form's parameter values (DragError if one is invalid)."""
+    name = form["method"]
     if name not in ctx.params:
         raise DragError(f"unknown method {name!r}")
-    request = ss.build_request(sess, form["prompt"])
-    config = ctx.config_for(name, [form[params_mod.param_id(name, p.name)] for p in ctx.params[name]])
-    seed = form["seed"]
-    if seed is None or float(seed) != int(float(seed)):
-        raise DragError("seed must be a whole number")
-    gen = form.get("gen_state")
-    generation = gen["generation"] if gen and sess.image is not None and gen["fingerprint"] == sess.fingerprint \
-        else None
-    return EditInput(sess, request, config, int(float(seed)), generation)
+    return ctx.config_for(name, [form[params_mod.param_id(name, p.name)] for p in ctx.params[name]])
+
+
+def parse_seed(seed: Any) -> int:
+    """The seed widget's value as an int (DragError unless it is a whole number)."""
+    try:
+        if seed is None or float(seed) != int(float(seed)):
+            raise ValueError(seed)
+    except (TypeError, ValueError, OverflowError):
+        raise DragError("seed must be a whole number") from None
+    return int(float(seed))
+
+
+def generation_of(form: dict[str, Any]) -> Any:
+    """The Generation the session's image came from (sent from the Generate tab, not changed since), else None."""
+    sess, gen = form["session"], form.get("gen_state")
+    return gen["generation"] if gen and sess.image is not None and gen["fingerprint"] == sess.fingerprint else None
 
 
 def on_queued(ctx: AppContext, request: gr.Request) -> Updates:
@@ -175,8 +207,10 @@ def on_run(ctx: AppContext, form: dict[str, Any], request: gr.Request) -> Iterat
         yield {"status": texts.CANCELLED}
         return
     logger.debug("edit requested (session %s)", key)
-    job = EditJob(ctx.editor, edit.request, edit.config, seed=edit.seed, generation=edit.generation, cancel=flag,
-                  device_lock=ctx.device_lock).start()
+    current = form.get("prepared")
+    prepared = prepared_for(ctx, edit, current)
+    job = EditJob(ctx.editor, edit.request, edit.config, seed=edit.seed, generation=edit.generation,
+                  prepared=prepared, cancel=flag, device_lock=ctx.device_lock).start()
     try:
         yield {"status": texts.starting(edit.warnings), "result_img": None, "compare": None, "trajectory": None}
         for snapshot in job.progress():
@@ -185,10 +219,32 @@ def on_run(ctx: AppContext, form: dict[str, Any], request: gr.Request) -> Iterat
         if not job.wait(0):  # the stream was closed early (the tab went away): stop the edit, free the device
             job.cancel()
         ctx.cancel_flags.release(key, flag)
+    # what this edit computed stays for the next one, even when it failed or was cancelled after the inversion
+    kept: Updates = {}
+    if prepared is not None:
+        if prepared is not current:
+            kept["prepared"] = prepared
+        if prepared_has(prepared, edit.config, edit.seed):
+            kept["prep_status"] = texts.ready(edit.config)
     if job.error is not None:
-        yield {"status": failure_text(job.error), "view": view(edit.session)}
+        yield {"status": failure_text(job.error), "view": view(edit.session), **kept}
     else:
-        yield result_updates(ctx, edit, job.result)
+        yield result_updates(ctx, edit, job.result) | kept
+
+
+def prepared_for(ctx: AppContext, edit: EditInput, current: Optional[PreparedImage]) -> Optional[PreparedImage]:
+    """The prepared image the edit reuses and fills: the session's ``current`` one when it is of the edit's image and
+    prompt, else a fresh one (kept after the edit, so that the next Run is warm); None for a generated image (dragged
+    from its latents) or an editor without preparation."""
+    if edit.generation is not None or not ctx.can_prepare:
+        return None
+    if current is not None:
+        try:
+            current.check(ctx.editor.model, edit.request)
+            return current
+        except DragError:
+            pass
+    return PreparedImage.of(ctx.editor.model, edit.request.image, edit.request.prompt)
 
 
 def progress_updates(edit: EditInput, snapshot: Progress) -> Updates:
@@ -221,16 +277,21 @@ def save_trajectory(ctx: AppContext, edit: EditInput, result: DragResult) -> Opt
 
 
 def on_unload(ctx: AppContext, request: gr.Request) -> None:
-    """The tab was closed or reloaded: cancel its edit, queued or running, so that the queue moves on."""
+    """The tab was closed or reloaded: cancel its edit and its preparation, queued or running, so that the queue
+    moves on."""
     found = ctx.cancel_flags.cancel(session_key(request))
+    ctx.preparations.forget(session_key(request))
     logger.debug("session %s closed; edit cancelled: %s", session_key(request), found)
 
 
 def on_cancel(ctx: AppContext, sess: ss.Session, request: gr.Request) -> Updates:
-    """Cancel this session's edit, queued or running (it stops at its next step and frees the device)."""
-    found = ctx.cancel_flags.cancel(session_key(request))
-    logger.debug("cancel (session %s): %s", session_key(request), found)
-    return {"status": texts.CANCELLED if found else texts.NOTHING_TO_CANCEL, "view": view(sess)}
+    """Cancel this session's edit and its preparation, queued or running (each stops at its next step and frees the
+    device)."""
+    key = session_key(request)
+    edit = ctx.cancel_flags.cancel(key)
+    preparation = ctx.preparations.cancel(key)
+    logger.debug("cancel (session %s): edit %s, preparation %s", key, edit, preparation)
+    return {"status": texts.CANCELLED if edit or preparation else texts.NOTHING_TO_CANCEL, "view": view(sess)}
 
 
 def on_export(ctx: AppContext, form: dict[str, Any]) -> Updates:
@@ -243,6 +304,113 @@ def on_export(ctx: AppContext, form: dict[str, Any]) -> Updates:
     except DragError as exc:
         return {"status": texts.error(exc)}
     return {"downloads": [str(f) for f in files], "status": texts.exported(result is not None)}
+
+
+# --- preparation (the identity LoRA and the inversion, in the background) ---------------------------------------------
+
+@dataclass(frozen=True)
+class PrepareInput:
+    """One preparation as the form asks for it: the session's image, the prompt, the method config and the seed."""
+
+    image: Image.Image
+    prompt: str
+    config: Any
+    seed: int
+    digest: str  # the image's content hash (dragkit.prepared.image_digest)
+
+    @property
+    def key(self) -> tuple:
+        """What makes two preparations the same: the image's content, the prompt and the settings it depends on."""
+        return self.digest, self.prompt, PreparedImage.inversion_key(self.config, self.seed)
+
+    def same_image(self, prepared: Optional[PreparedImage]) -> bool:
+        """Whether ``prepared`` is of this image and prompt (then it is added to, not replaced)."""
+        return prepared is not None and (prepared.digest, prepared.prompt) == (self.digest, self.prompt)
+
+    def done(self, prepared: Optional[PreparedImage]) -> bool:
+        """Whether ``prepared`` already holds this preparation."""
+        return self.same_image(prepared) and prepared_has(prepared, self.config, self.seed)
+
+
+def gather_preparation(ctx: AppContext, form: dict[str, Any]) -> Optional[PrepareInput]:
+    """The preparation the form's image needs; None when there is none to do (no image, a generated image, an
+    editor that cannot prepare); a DragError when a setting is invalid."""
+    sess = form["session"]
+    if sess.image is None or not ctx.can_prepare or generation_of(form) is not None:
+        return None
+    config = method_config(ctx, form)
+    return PrepareInput(sess.image, form.get("prompt") or "", config, parse_seed(form["seed"]),
+                        image_digest(sess.image))
+
+
+def on_prepare_queued(ctx: AppContext, form: dict[str, Any], request: gr.Request) -> Updates:
+    """At a change the preparation depends on, before the queue: record the session's wanted preparation (which
+    cancels a stale one, queued or running) and say what happens next; nothing when it is unchanged."""
+    key = session_key(request)
+    try:
+        prep = gather_preparation(ctx, form)
+    except DragError as exc:
+        ctx.preparations.want(key, None)
+        return {"prep_status": f"Not prepared: {first_line(exc)}"}
+    except Exception as exc:  # a malformed form must not take the server down
+        logger.exception("preparation request failed")
+        ctx.preparations.want(key, None)
+        return {"prep_status": texts.error(RuntimeError(f"cannot prepare: {type(exc).__name__}"))}
+    if prep is None:
+        ctx.preparations.want(key, None)
+        return {"prep_status": ""}
+    if not ctx.preparations.want(key, prep.key):
+        return {}
+    if prep.done(form.get("prepared")):
+        ctx.preparations.finish(key, prep.key)
+        return {"prep_status": texts.ready(prep.config)}
+    return {"prep_status": texts.PREPARE_QUEUED}
+
+
+def on_prepare(ctx: AppContext, form: dict[str, Any], request: gr.Request) -> Iterator[Updates]:
+    """Prepare the session's image on the device (queued like a Run): the identity LoRA and the inversion for the
+    form's settings, added to the session's prepared image of the same image and prompt (or replacing one of another
+    image). Streams the preparation line; ends with "Ready", "cancelled" or a one-line error. Does nothing when a
+    newer preparation is wanted (it is queued behind this one) or this one is already done."""
+    key = session_key(request)
+    current = form.get("prepared")
+    try:
+        prep = gather_preparation(ctx, form)
+    except Exception:  # on_prepare_queued has said why
+        return
+    if prep is None:
+        if current is not None:  # no image, or a generated one: nothing to keep
+            yield {"prepared": None}
+        return
+    flag = ctx.preparations.claim(key, prep.key)
+    if flag is None:
+        return
+    if prep.done(current):
+        ctx.preparations.finish(key, prep.key)
+        yield {"prep_status": texts.ready(prep.config)}
+        return
+    into = current if prep.same_image(current) else None
+    drop = {"prepared": None} if current is not None and into is None else {}  # another image's or prompt's
+    if flag.is_set():  # cancelled while queued
+        yield {"prep_status": texts.PREPARE_CANCELLED, **drop}
+        return
+    logger.debug("preparation starts (session %s)", key)
+    job = PrepareJob(ctx.editor, prep.image, prep.prompt, prep.config, seed=prep.seed, into=into, cancel=flag,
+                     device_lock=ctx.device_lock).start()
+    try:
+        yield {"prep_status": texts.PREPARE_QUEUED, **drop}
+        for snapshot in job.progress():
+            yield {"prep_status": texts.preparing(snapshot.event)}
+    finally:
+        if not job.wait(0):  # the stream was closed early (the tab went away): stop, free the device
+            job.cancel()
+        ctx.preparations.finish(key, prep.key)
+    stale = not ctx.preparations.wanted(key, prep.key)  # a newer one owns the line
+    if job.error is None:
+        yield {"prepared": job.result, **({} if stale else {"prep_status": texts.ready(prep.config)})}
+    elif not stale:
+        yield {"prep_status": texts.PREPARE_CANCELLED if isinstance(job.error, EditCancelled)
+               else texts.prepare_failed(failure_text(job.error, "preparation"))}
 
 
 # --- import ----------------------------------------------------------------------------------------------------------
@@ -262,7 +430,7 @@ def on_import(ctx: AppContext, files: Any) -> Updates:
         logger.exception("import failed")
         return {"status": texts.error(DragError(f"cannot import: {type(exc).__name__}")), "import_files": None}
     text = f"Imported {len(req.handles)} drag(s). " + texts.points_status(sess)
-    return {**points_updates(sess, text), "editor_in": editor_value(sess), "prompt": req.prompt,
+    return {**points_updates(sess, text), "editor_in": editor_value(sess), "prompt": req.prompt, "prepared": None,
             "result_img": None, "downloads": None, "import_files": None, **imported_params(ctx, extra)}
 
 
@@ -314,5 +482,5 @@ def on_send(ctx: AppContext, gen: Optional[dict]) -> Updates:
         return {"gen_status": texts.error(DragError(f"the image is larger than the app's --max-side {ctx.max_side}"))}
     sess = ss.set_image(ss.Session(), image, ctx.max_side)
     text = "Generated image: it is dragged from its saved latents. " + texts.points_status(sess)
-    return {**points_updates(sess, text), "editor_in": editor_value(sess), "result_img": None,
+    return {**points_updates(sess, text), "editor_in": editor_value(sess), "result_img": None, "prepared": None,
             "tabs": gr.Tabs(selected="drag-tab")}

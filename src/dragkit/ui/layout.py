@@ -119,6 +119,7 @@ class Layout:
     session: gr.State  # ui.session.Session of this browser tab
     last_edit: gr.State  # {"key": …, "result": DragResult} of this session's last finished edit
     gen_state: gr.State  # {"fingerprint": …, "generation": Generation} of this session's last generation
+    prepared: gr.State  # dragkit.prepared.PreparedImage of this session's image and prompt (LoRA, inversion), or None
     tabs: gr.Tabs
     editor_in: gr.ImageEditor
     view: gr.Image
@@ -126,6 +127,7 @@ class Layout:
     clear_btn: gr.Button
     result_img: gr.Image
     status: gr.Markdown
+    prep_status: gr.Markdown  # the background preparation's line ("Preparing · identity LoRA 23/80", "Ready · …")
     method: gr.Dropdown
     prompt: gr.Textbox
     seed: gr.Number
@@ -175,7 +177,8 @@ class Layout:
 def build(params: dict[str, list[params_mod.Param]], gen_params: dict[str, params_mod.Param], method: str,
           seed: int) -> Layout:
     """Create the page's components (call inside ``with gr.Blocks():``); ``method`` is selected at start."""
-    states = dict(session=gr.State(ss.Session()), last_edit=gr.State(None), gen_state=gr.State(None))
+    states = dict(session=gr.State(ss.Session()), last_edit=gr.State(None), gen_state=gr.State(None),
+                  prepared=gr.State(None))
     gr.Markdown(INTRO)
     with gr.Tabs(selected="drag-tab", elem_id="tabs") as tabs:
         with gr.Tab("Drag", id="drag-tab", elem_id="drag-tab"):
@@ -190,6 +193,7 @@ def build(params: dict[str, list[params_mod.Param]], gen_params: dict[str, param
 def _drag_tab(params: dict[str, list[params_mod.Param]], method: str, seed: int) -> dict[str, Any]:
     parts = _images_row()
     parts["status"] = gr.Markdown(texts.START, elem_id="status")
+    parts["prep_status"] = gr.Markdown("", elem_id="prepare-status")
     with gr.Row():
         parts["method"] = gr.Dropdown(list(params), value=method, label="Method", elem_id="method")
         parts["prompt"] = gr.Textbox(label="Prompt (optional)", elem_id="prompt", scale=2)
