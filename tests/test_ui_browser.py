@@ -119,6 +119,11 @@ def _status(page):
     return expect(page.locator("#status"))
 
 
+def _prep(page):
+    """The background preparation's line (identity LoRA and inversion, started when the image is set)."""
+    return expect(page.locator("#prepare-status"))
+
+
 def _upload(page, path: Path):
     w, h = Image.open(path).size
     page.locator("#input-editor input[type=file]").set_input_files(str(path))
@@ -177,10 +182,11 @@ def test_edit_in_the_browser(browser, server, assets, tmp_path):
     _click(page, 120, 30, "Click the target of handle 2.")
     page.click("#undo-btn")  # undo the unpaired third point
     _status(page).to_contain_text("1 drag. Click another handle, or Run.")
-    page.click("#run-btn")
+    page.click("#run-btn")  # the upload started the preparation: Run waits for it (if need be), then only drags
     _status(page).to_contain_text("Done", timeout=90_000)
     text = page.locator("#status").inner_text()
-    assert "identity LoRA trained" in text and "Final handles:" in text
+    assert "identity LoRA and inversion reused" in text and "Final handles:" in text
+    _prep(page).to_contain_text("Ready · identity LoRA and inversion prepared: Run only drags.")
     assert _result_size(page) == (160, 120)  # same size as the (non-square) input
     names = page.locator("#downloads").inner_text().replace("\n", "")
     for name in ("edited.png", "request.json", "edit.zip", "dragbench_sample.zip"):
@@ -194,10 +200,14 @@ def test_edit_in_the_browser(browser, server, assets, tmp_path):
     assert Image.open(shot).size[0] >= 1000
     if os.environ.get("DRAGKIT_UI_SCREENSHOT"):
         shutil.copyfile(shot, os.environ["DRAGKIT_UI_SCREENSHOT"])
-    # the same image again: the identity LoRA comes from the cache
+    # a re-edit with new points: warm as well
+    page.click("#clear-btn")
+    _status(page).to_contain_text("0 drags.")
+    _click(page, 40, 40, "Click the target of handle 1.")
+    _click(page, 60, 50, "1 drag.")
     page.click("#run-btn")
-    _status(page).to_contain_text("identity LoRA reused from cache", timeout=90_000)
     _status(page).to_contain_text("Done", timeout=90_000)
+    assert "identity LoRA and inversion reused" in page.locator("#status").inner_text()
     context.close()
 
 
@@ -264,31 +274,39 @@ def test_bad_input_shows_a_message_and_import_replays(browser, server, assets, t
     assert server["proc"].poll() is None  # nothing above took the server down
 
 
-def test_cancel_stops_the_edit_and_frees_the_device(browser, server, assets):
+def test_cancel_stops_the_preparation_and_the_edit_and_frees_the_device(browser, server, assets):
     context, page = _open(browser, server)
     _upload(page, assets["root"] / "small.png")
     _click(page, 30, 30, "Click the target of handle 1.")
     _click(page, 40, 30, "1 drag.")
+    _prep(page).to_contain_text("Ready", timeout=90_000)
     page.get_by_text("Advanced parameters").click()
     steps = page.locator("#param-dragdiffusion-lora_steps input")
     steps.fill("100000")
-    steps.press("Tab")
-    expect(steps).to_have_value("100000")
-    for attempt in range(3):  # under load the number can reach the app after Run: then a cached 2-step LoRA runs
-        page.wait_for_timeout(1500)
+    steps.press("Tab")  # an entered setting the preparation depends on: it prepares again, far too long to finish
+    _prep(page).to_contain_text("/100000", timeout=30_000)
+    page.click("#run-btn")  # waits in the device queue behind the preparation
+    _status(page).to_contain_text("Queued")
+    page.click("#cancel-btn")  # stops both
+    _status(page).to_contain_text("Cancelled.")
+    _prep(page).to_contain_text("Preparation cancelled")
+    # the cancelled preparation stays cancelled: Run trains the LoRA itself, and Cancel stops that edit too
+    for attempt in range(3):  # a click while the cancelled Run has not yet answered is dropped by the page
         page.click("#run-btn")
         try:
-            _status(page).to_contain_text("identity LoRA — step", timeout=30_000)
+            _status(page).to_contain_text("identity LoRA — step", timeout=15_000)
             break
         except AssertionError:
-            _status(page).to_contain_text("Done", timeout=60_000)  # that short edit ended; Run again
+            if attempt == 2:
+                raise
     page.click("#cancel-btn")
     _status(page).to_contain_text("Cancelled.")
     steps.fill("2")
-    steps.press("Tab")
-    page.wait_for_timeout(500)  # let the number reach the app before Run reads it
+    steps.press("Tab")  # back to the prepared setting: ready at once
+    _prep(page).to_contain_text("Ready", timeout=30_000)
     page.click("#run-btn")  # runs only once the cancelled edit has released the model
     _status(page).to_contain_text("Done", timeout=90_000)
+    assert "identity LoRA and inversion reused" in page.locator("#status").inner_text()
     assert _result_size(page) == (96, 64)
     context.close()
 
