@@ -29,14 +29,14 @@ import torch
 
 from . import stages
 from .config import DragDiffusionConfig
-from .motion import LossTerms, active_pairs, dragdiffusion_motion_term, masked_latent_term, motion_loss
+from .motion import LossTerms, dragdiffusion_motion_term, handles_on_host, masked_latent_term, motion_loss
 from .optim import ScaledStepper
 from .tracking import reference_vectors_at, track_points
 from .types import ProgressCallback, ProgressEvent
 
 
 def drag_loss(features, handles, targets, x_prev, x_prev_0, editable_latent, has_mask: bool,
-              config: DragDiffusionConfig) -> LossTerms:
+              config: DragDiffusionConfig, active: Optional[list[int]] = None) -> LossTerms:
     """Eq. 3 with the reference's scaling: Σ_i (2r1+1)²·mean|sg(F_q) − F_{q+d_i}| + λ·Σ|(ẑ_{t−1} − z_{t−1})⊙(1−M)|;
     the λ-term is dropped when no mask is drawn."""
     regularizer = None
@@ -44,7 +44,7 @@ def drag_loss(features, handles, targets, x_prev, x_prev_0, editable_latent, has
         regularizer = lambda: config.mask_weight * masked_latent_term(x_prev, x_prev_0, editable_latent)  # noqa: E731
     return motion_loss(handles, targets, config.stop_distance,
                        lambda i: dragdiffusion_motion_term(features, handles[i], targets[i], config.motion_radius),
-                       regularizer)
+                       regularizer, active)
 
 
 @dataclass
@@ -84,18 +84,20 @@ def optimize_latent(fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tenso
         else:
             handles = track_points(reference, features.detach(), handles, config.tracking_radius)
             trajectory.append(handles.clone())
-        if not active_pairs(handles, targets, config.stop_distance):
+        active, on_host = handles_on_host(handles, targets, config.stop_distance)  # the step's one stop-test sync
+        if not active:
             break
-        loss = drag_loss(features, handles, targets, x_prev, x_prev_0, edit.editable_latent, edit.has_mask, config)
+        loss = drag_loss(features, handles, targets, x_prev, x_prev_0, edit.editable_latent, edit.has_mask, config,
+                         active)
         while not stepper.step(loss.total):  # fp16 overflow: z unchanged; evaluate it again at the lowered scale
             features, x_prev = evaluate()
             loss = drag_loss(features, handles, targets, x_prev, x_prev_0, edit.editable_latent, edit.has_mask,
-                             config)
+                             config, active)
         steps += 1
         if callback is not None:
             callback(ProgressEvent("optimization", k + 1, config.optimization_steps,
-                                   handles=edit.to_image_points(handles), loss=loss.total.item(), timestep=t,
-                                   skipped=stepper.skipped))
+                                   handles=edit.to_image_points(on_host), loss=loss.total.item(),
+                                   timestep=t, skipped=stepper.skipped))
     return Optimization(z.detach(), handles, trajectory, steps, stepper.skipped)
 
 

@@ -46,7 +46,7 @@ from . import stages
 from .aldd import INITIAL, AlddPlan, run_aldd
 from .animation import draw_points
 from .config import GoodDragConfig
-from .motion import LossTerms, active_pairs, gooddrag_motion_term, masked_latent_term, motion_loss
+from .motion import LossTerms, gooddrag_motion_term, handles_on_host, masked_latent_term, motion_loss
 from .optim import ScaledStepper
 from .sampling import predict_x0
 from .tracking import reference_vectors_at, track_points
@@ -60,7 +60,7 @@ logger = logging.getLogger(__name__)
 def gooddrag_loss(features: torch.Tensor, reference_features: torch.Tensor, handles: torch.Tensor,
                   initial_handles: torch.Tensor, targets: torch.Tensor, x_prev: torch.Tensor,
                   x_prev_reference: torch.Tensor, editable: Optional[torch.Tensor],
-                  config: GoodDragConfig) -> LossTerms:
+                  config: GoodDragConfig, active: Optional[list[int]] = None) -> LossTerms:
     """Eq. 8 with the code's scaling: Σ_i (2r1)²·mean|sg(F_orig)_{Ω(h⁰_i)} − F_{Ω(h_i+d_i)}| over the pairs still at
     ≥ the stop distance, + λ·Σ|(x_{t−1} − x̄_{t−1})⊙(1 − editable)|. ``editable`` None drops the λ-term.
 
@@ -73,7 +73,7 @@ def gooddrag_loss(features: torch.Tensor, reference_features: torch.Tensor, hand
     return motion_loss(handles, targets, config.stop_distance,
                        lambda i: gooddrag_motion_term(features, source, handles[i], origins[i], targets[i],
                                                       config.motion_radius, config.drag_step_size),
-                       regularizer)
+                       regularizer, active)
 
 
 def regularized_region(edit: stages.Edit, config: GoodDragConfig) -> Optional[torch.Tensor]:
@@ -137,6 +137,9 @@ class _AlddRun:
         self.latent = z_t.detach().float()  # edited branch, at the current drag timestep
         self.source = self.latent  # undragged branch x̄
         self.handles = edit.handles.clone()
+        # (active pairs, handles) on the host, refreshed by each tracking: the supervision steps between two
+        # trackings read them without waiting for the device
+        self.on_host = handles_on_host(self.handles, edit.targets, config.stop_distance)
         self.editable = regularized_region(edit, config)
         self.trajectory = [self.handles.clone()]
         self.frames = [self._frame_of(None)] if config.animation else []
@@ -168,20 +171,22 @@ class _AlddRun:
     def track(self, step: int, kind: str) -> bool:
         fwd = self.pending if kind == INITIAL else self.last  # after J steps: the stale, pre-update features
         new = track_points(self.undragged.vectors, fwd.features.detach(), self.handles, self.config.tracking_radius)
-        moved = not torch.equal(new, self.handles)
+        before = self.on_host[1]
         self.handles = new
+        self.on_host = handles_on_host(new, self.edit.targets, self.config.stop_distance)  # the tracking's one sync
+        moved = self.on_host[1] != before
         self.trajectory.append(new.clone())
         if self.config.animation:
             self.frames.append(self._frame_of(fwd))
         return moved
 
     def reached(self) -> bool:
-        return not active_pairs(self.handles, self.edit.targets, self.config.stop_distance)
+        return not self.on_host[0]
 
     def _loss(self, fwd: Forward) -> LossTerms:
         u = self.undragged
         return gooddrag_loss(fwd.features, u.features, self.handles, self.edit.handles, self.edit.targets, fwd.x_prev,
-                             u.x_prev, self.editable, self.config)
+                             u.x_prev, self.editable, self.config, self.on_host[0])
 
     def supervise(self, step: int) -> None:
         fwd = self.pending if self.pending is not None else forward(self.fm, self.edit, self.z, self.timestep(step))
@@ -194,7 +199,8 @@ class _AlddRun:
         self.supervision_steps += 1
         if self.callback is not None:
             self.callback(ProgressEvent("optimization", self.supervision_steps, self.total_steps,
-                                        handles=self.edit.to_image_points(self.handles), loss=terms.total.item(),
+                                        handles=self.edit.to_image_points(self.on_host[1]),
+                                        loss=terms.total.item(),
                                         timestep=fwd.t, skipped=self.stepper.skipped))
 
     @torch.no_grad()

@@ -43,10 +43,17 @@ def square_offsets(radius: int, device=None) -> torch.Tensor:
     return torch.stack(torch.meshgrid(ax, ax, indexing="ij"), dim=-1).reshape(-1, 2)
 
 
-def clipped_window(center: torch.Tensor, radius: int, size_hw: tuple[int, int]) -> torch.Tensor:
-    """Integer positions of the (2r+1)² square around ``center`` that lie on the map (row-major)."""
+def square_window(center: torch.Tensor, radius: int, size_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (2r+1)² integer positions around ``center`` (row-major) and which of them lie on the map: a fixed shape,
+    so the hot loop never waits for the device to learn how many are inside (:func:`clipped_window` does)."""
     pos = center.round() + square_offsets(radius, center.device)
     inside = (pos[:, 0] >= 0) & (pos[:, 0] < size_hw[0]) & (pos[:, 1] >= 0) & (pos[:, 1] < size_hw[1])
+    return pos, inside
+
+
+def clipped_window(center: torch.Tensor, radius: int, size_hw: tuple[int, int]) -> torch.Tensor:
+    """Integer positions of the (2r+1)² square around ``center`` that lie on the map (row-major)."""
+    pos, inside = square_window(center, radius, size_hw)
     return pos[inside]
 
 
@@ -63,17 +70,27 @@ def active_pairs(handles: torch.Tensor, targets: torch.Tensor, stop_distance: fl
     return [i for i, dist in enumerate((targets - handles).norm(dim=1).tolist()) if dist >= stop_distance]
 
 
+def handles_on_host(handles: torch.Tensor, targets: torch.Tensor,
+                    stop_distance: float) -> tuple[list[int], list[list[float]]]:
+    """(:func:`active_pairs`, the handles as a list) in one device→host transfer: the stop test the algorithm needs
+    each step, carrying the handles the progress event reports."""
+    n = len(handles)
+    values = torch.cat([(targets - handles).norm(dim=1), handles.reshape(-1).to(torch.float32)]).tolist()
+    return [i for i in range(n) if values[i] >= stop_distance], [values[n + 2 * i:n + 2 * i + 2] for i in range(n)]
+
+
 def dragdiffusion_motion_term(features: torch.Tensor, handle: torch.Tensor, target: torch.Tensor, radius: int):
     """One pair's DragDiffusion motion term: (2r1+1)² · mean |sg(F_q) − F_{q+d}| over q ∈ Ω(h, r1) (clipped).
 
     The source patch is the *current* features around the *current* handle, detached; the constant (2r1+1)² is
     kept even for clipped windows (reference behaviour). Returns (term, plain mean).
     """
-    window = clipped_window(handle, radius, features.shape[-2:])
+    window, inside = square_window(handle, radius, features.shape[-2:])
     d = drag_direction(handle, target)
     source = sample_points(features.detach(), window)
     shifted = sample_points(features, window + d)
-    mean = (source - shifted).abs().mean()
+    weight = inside.to(source.dtype)  # the clipped window as weights: positions off the map count 0
+    mean = ((source - shifted).abs() * weight).sum() / (weight.sum() * source.shape[0])
     return (2 * radius + 1) ** 2 * mean, mean
 
 
@@ -126,10 +143,13 @@ class LossTerms:
 
 def motion_loss(handles: torch.Tensor, targets: torch.Tensor, stop_distance: float,
                 pair_term: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
-                regularizer: Optional[Callable[[], torch.Tensor]] = None) -> LossTerms:
+                regularizer: Optional[Callable[[], torch.Tensor]] = None,
+                active: Optional[list[int]] = None) -> LossTerms:
     """Σ over the active pairs of ``pair_term(i)`` (→ (term, mean)), + ``regularizer()`` when given: the motion
-    supervision loss of both methods (DragDiffusion Eq. 3, GoodDrag Eq. 8), which differ only in the pair term."""
-    active = active_pairs(handles, targets, stop_distance)
+    supervision loss of both methods (DragDiffusion Eq. 3, GoodDrag Eq. 8), which differ only in the pair term.
+    ``active``: the active pairs when the caller already knows them (else computed here, one host sync)."""
+    if active is None:
+        active = active_pairs(handles, targets, stop_distance)
     total = handles.new_zeros((), dtype=torch.float32)
     terms, means = [], []
     for i in active:

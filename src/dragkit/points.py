@@ -24,11 +24,12 @@ def to_grid(points_xy: Sequence[Sequence[float]], image_size: tuple[int, int], g
     return torch.stack([rows, cols], dim=1)
 
 
-def to_image(points_rc: torch.Tensor, image_size: tuple[int, int], grid_size: tuple[int, int]) -> list[tuple[float, float]]:
-    """(row, col) on a grid (w, h) → list of (x, y) pixels of an image of ``image_size`` = (W, H)."""
+def to_image(points_rc: torch.Tensor | list, image_size: tuple[int, int], grid_size: tuple[int, int]) -> list[tuple[float, float]]:
+    """(row, col) on a grid (w, h) — a tensor, or a list already on the host — → list of (x, y) pixels of an image
+    of ``image_size`` = (W, H)."""
     (w, h), (gw, gh) = image_size, grid_size
-    rc = points_rc.detach().double().cpu()
-    return [(float(c) * w / gw, float(r) * h / gh) for r, c in rc.tolist()]
+    rc = points_rc.detach().double().cpu().tolist() if isinstance(points_rc, torch.Tensor) else points_rc
+    return [(float(c) * w / gw, float(r) * h / gh) for r, c in rc]
 
 
 def mask_to_grid(mask: np.ndarray | None, size_hw: tuple[int, int]) -> torch.Tensor:

@@ -55,7 +55,7 @@ class Edit:
     # edit and reused by re-edits (a :class:`~dragkit.prepared.PreparedImage`'s); a fresh dict otherwise
     undragged: dict = dataclasses.field(default_factory=dict)
 
-    def to_image_points(self, rc: torch.Tensor) -> list[tuple[float, float]]:
+    def to_image_points(self, rc: torch.Tensor | list) -> list[tuple[float, float]]:
         return points.to_image(rc, self.request.size, (self.grid_hw[1], self.grid_hw[0]))
 
     @property

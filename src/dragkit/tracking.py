@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .features import FeatureMap
-from .motion import clipped_window
+from .motion import square_window
 
 
 def track_points(
@@ -21,9 +21,9 @@ def track_points(
     fm = FeatureMap.of(features)
     new = []
     for ref, handle in zip(reference_vectors, handles):
-        window = clipped_window(handle, radius, fm.grid_hw).long()
-        candidates = fm.at(window[:, 0], window[:, 1])  # C×M
-        dist = (candidates - ref[:, None]).abs().sum(dim=0)
+        window, inside = square_window(handle, radius, fm.grid_hw)
+        candidates = fm.at(window[:, 0], window[:, 1])  # C×M (positions off the map read clamped, then ruled out)
+        dist = (candidates - ref[:, None]).abs().sum(dim=0).masked_fill(~inside, float("inf"))
         new.append(window[dist.argmin()].to(handles.dtype))
     return torch.stack(new) if new else handles.clone()
 
