@@ -261,3 +261,32 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_large_photo_is_edited_at_max_side_and_returned_at_its_size(tiny_model):
+    """``max_side`` (default: twice the model's native size) caps the working image: a 12-MP photo would need
+    ~200 GiB in the LoRA stage at full size. The result comes back at the input size, points in its pixels."""
+    import dataclasses
+
+    import numpy as np
+    from PIL import Image
+
+    from dragkit import stages
+    from dragkit.config import DragDiffusionConfig
+    from dragkit.editor import DragEditor
+    from dragkit.types import DragRequest
+
+    editor = DragEditor(tiny_model)
+    assert editor.check(DragRequest(Image.new("RGB", (64, 64)), [(1, 1)], [(5, 5)]), None).max_side == \
+        2 * tiny_model.default_size
+    assert stages.working_size((4000, 3000), 8, 1024) == (1024, 768)
+    assert stages.working_size((500, 300), 8, 1024) == (496, 304)  # smaller images: only rounded (half to even)
+    big = Image.fromarray(np.random.default_rng(0).integers(0, 255, (160, 240, 3), dtype=np.uint8))
+    config = dataclasses.replace(DragDiffusionConfig(lora_steps=0, num_inference_steps=10, optimization_steps=2),
+                                 max_side=64)
+    request = DragRequest(big, [(120, 80)], [(150, 80)])
+    edit = stages.prepare(tiny_model, request, editor.check(request, config), None)
+    assert edit.working_size == (64, 40)
+    result = editor.edit(request, config)
+    assert result.image.size == (240, 160)
+    assert all(0 <= x < 240 and 0 <= y < 160 for x, y in result.final_handles)

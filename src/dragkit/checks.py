@@ -27,7 +27,7 @@ def check_edit(model, request, config) -> None:
     """Everything about (request, config) that depends on the loaded model: a :class:`DragError` if it cannot run."""
     check_steps(model, config.num_inference_steps)
     check_blocks(model.unet, config)
-    work = working_size(request.size, model.vae_scale_factor)
+    work = working_size(request.size, model.vae_scale_factor, config.max_side)
     check_image_size(model, request.size, work)
     grid = supervision_size((work[1], work[0]), config.supervision_scale)
     if min(grid) < 1:

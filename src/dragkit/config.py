@@ -79,6 +79,10 @@ class MethodConfig:
     feature_block: Optional[int] = param(None, FEATURE_BLOCK_HELP, min=0)
     supervision_scale: float = param(0.5, "feature map is bilinearly resized to (int(s·H), int(s·W)) of the image",
                                      min=0, max=1, open=True)
+    max_side: Optional[int] = param(None, "longest side of the working image, px: a larger input is downscaled for "
+                                    "the edit (aspect kept) and the result scaled back to the input size; None = "
+                                    "twice the model's native size (SD-1.5: 1024, SDXL: 2048); memory grows with "
+                                    "the area (a 12-MP photo at full size would need ~200 GiB for the LoRA)", min=8)
     # --- reference-latent-control ---
     reference_attention: bool = param(True, "mutual self-attention while denoising the optimised latent")
     reference_attention_blocks: Optional[tuple[int, ...]] = param(None, REFERENCE_BLOCKS_HELP, min=0)

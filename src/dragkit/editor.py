@@ -135,10 +135,12 @@ class DragEditor:
         inversion for ``config``'s settings (default DragDiffusion) — and return it for :meth:`edit`'s ``prepared``.
         The web app calls this in the background as soon as an image is set, so Run only drags. ``callback`` gets
         the "lora" and "inversion" events; raising :class:`EditCancelled` in it stops the preparation."""
-        config = resolve_family_defaults(config if config is not None else DragDiffusionConfig(), self.model.family)
+        config = resolve_family_defaults(config if config is not None else DragDiffusionConfig(), self.model.family,
+                                         self.model.default_size)
         image = to_rgb(image)
         check_steps(self.model, config.num_inference_steps)
-        check_image_size(self.model, image.size, stages.working_size(image.size, self.model.vae_scale_factor))
+        check_image_size(self.model, image.size,
+                         stages.working_size(image.size, self.model.vae_scale_factor, config.max_side))
         prepared = PreparedImage.of(self.model, image, prompt)
         callback = guard_progress(callback)
         base = stages.working_image(self.model, image, prompt, config)
@@ -157,7 +159,7 @@ class DragEditor:
             raise TypeError(f"not a method config: {type(config).__name__}")
         if generation is not None:
             config = generated_config(config, generation, request, self.model)
-        config = resolve_family_defaults(config, self.model.family)
+        config = resolve_family_defaults(config, self.model.family, self.model.default_size)
         check_edit(self.model, request, config)
         return config
 

@@ -49,9 +49,10 @@ def family_of(unet) -> Family:
 
 def resolve(config, family: Family, default_size: int = 512):
     """``config`` (a method or generation config) with every model-dependent field left at None set: the family's
-    layer choices, and a generation's width / height to the model's ``default_size``."""
+    layer choices, a generation's width / height to the model's ``default_size``, an edit's working-size cap
+    ``max_side`` to twice that."""
     values = {"feature_block": family.feature_block, "reference_attention_blocks": family.reference_attention_blocks,
-              "width": default_size, "height": default_size}
+              "width": default_size, "height": default_size, "max_side": 2 * default_size}
     changes = {name: value for name, value in values.items()
                if hasattr(config, name) and getattr(config, name) is None}
     return dataclasses.replace(config, **changes) if changes else config

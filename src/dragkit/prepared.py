@@ -61,8 +61,8 @@ class PreparedImage:
     # --- keys: exactly the settings each piece depends on -------------------------------------------------------
     @staticmethod
     def lora_key(config, seed: int) -> tuple:
-        return (config.lora_steps, config.lora_rank, config.lora_lr, config.lora_batch_size, config.lora_weight_decay,
-                seed if config.lora_steps > 0 else None)
+        return (config.max_side, config.lora_steps, config.lora_rank, config.lora_lr, config.lora_batch_size,
+                config.lora_weight_decay, seed if config.lora_steps > 0 else None)
 
     @classmethod
     def inversion_key(cls, config, seed: int) -> tuple:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from contextlib import closing, contextmanager, nullcontext
 import dataclasses
+import logging
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
@@ -34,6 +35,8 @@ from .guidance import TextConditioning
 from .models import DiffusionModel
 from .reference_attention import reference_attention
 from .types import DragRequest, ProgressCallback, ProgressEvent
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -93,9 +96,11 @@ class DragOutcome:
     skipped: int = 0  # optimiser steps skipped by the fp16 gradient scaler (not counted in ``steps``)
 
 
-def working_size(size: tuple[int, int], multiple: int) -> tuple[int, int]:
-    """Each side rounded to the nearest multiple (at least one multiple)."""
-    return tuple(max(multiple, int(round(s / multiple)) * multiple) for s in size)
+def working_size(size: tuple[int, int], multiple: int, max_side: Optional[int] = None) -> tuple[int, int]:
+    """Each side rounded to the nearest multiple (at least one multiple), after scaling the image down (aspect kept)
+    so that its longer side is at most ``max_side``."""
+    scale = min(1.0, max_side / max(size)) if max_side else 1.0
+    return tuple(max(multiple, int(round(s * scale / multiple)) * multiple) for s in size)
 
 
 @dataclass
@@ -114,7 +119,10 @@ def working_image(model: DiffusionModel, image: Image.Image, prompt: str, config
     """The working image (resized to multiples of the VAE factor), its conditioning and the sampler; with
     ``generation`` the conditioning and the sampler are the generation's (its ``num_inference_steps`` must be the
     config's)."""
-    work = working_size(image.size, model.vae_scale_factor)
+    work = working_size(image.size, model.vae_scale_factor, config.max_side)
+    if work != working_size(image.size, model.vae_scale_factor):
+        logger.info("the %dx%d image is edited at %dx%d (max_side %d) and scaled back", *image.size, *work,
+                    config.max_side)
     resized = image if work == image.size else image.resize(work, Image.BILINEAR)
     if generation is None:
         scheduler = make_scheduler(model.scheduler_config, config.num_inference_steps)

@@ -55,10 +55,10 @@ class AppContext:
         family, size = getattr(model, "family", SD), getattr(model, "default_size", 512)
         defaults = dict(defaults or {})
         for m in method_names():
-            defaults[m] = resolve(defaults.get(m) or default_config(m), family)
+            defaults[m] = resolve(defaults.get(m) or default_config(m), family, size)
         work = Path(work_dir or tempfile.mkdtemp(prefix="dragkit-ui-"))
         work.mkdir(parents=True, exist_ok=True)
-        params = {m: params_mod.method_params(m, defaults[m], family) for m in method_names()}
+        params = {m: params_mod.method_params(m, defaults[m], family, size) for m in method_names()}
         gen_params = {p.name: p for p in params_mod.method_params("generate", GenerationConfig(width=size, height=size),
                                                                     family)}
         ctx = cls(editor, defaults, params, gen_params, work, max_side)

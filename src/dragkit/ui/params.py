@@ -37,13 +37,13 @@ def _kind(typ: Any) -> str:
     return "str"
 
 
-def method_params(method: str, config: Any, family: Family = SD) -> list[Param]:
+def method_params(method: str, config: Any, family: Family = SD, default_size: int = 512) -> list[Param]:
     """One :class:`Param` per field of ``config`` (an instance of the method's config class); paper defaults as the
     model ``family`` resolves them."""
     cls = type(config)
     hints = typing.get_type_hints(cls)
     helps = field_help(cls)
-    paper = resolve(cls(), family)
+    paper = resolve(cls(), family, default_size)
     return [Param(method, f.name, _kind(hints[f.name]), getattr(config, f.name), getattr(paper, f.name),
                   helps[f.name]) for f in dataclasses.fields(cls)]
 
