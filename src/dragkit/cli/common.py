@@ -28,7 +28,8 @@ def add_model_options(parser: argparse.ArgumentParser, default_model: Optional[s
     g.add_argument("--vae", default=None, help="optional separate VAE (Hub id, folder or .safetensors)")
     g.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: the best available)")
     g.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"],
-                   help="weights dtype (default: fp16 on GPU, fp32 on CPU)")
+                   help="weights dtype; the optimised latent, Adam state and LoRA weights stay fp32 (default: fp16 on "
+                        "CUDA/MPS, bf16 on other accelerators, fp32 on CPU)")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the UNet (inductor): slow first edits, faster later ones (default: off)")
     g.add_argument("--allow-pickle", action="store_true",
