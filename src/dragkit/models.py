@@ -75,6 +75,38 @@ def select_dtype(device: torch.device, dtype: Optional[str | torch.dtype] = None
     return torch.float32 if device.type == "cpu" else torch.bfloat16
 
 
+def text_encoder_placement(device: torch.device) -> Optional[tuple[torch.device, torch.dtype]]:
+    """(device, dtype) for the text encoders of a model running on ``device``: on an accelerator the CPU in float32
+    (encoding a prompt is one forward of a few 77-token sequences per edit; fp16 matmuls are slow and lossy on CPUs),
+    so the accelerator keeps its memory for the UNet; None on the CPU (they stay as loaded)."""
+    if torch.device(device).type == "cpu":
+        return None
+    return torch.device("cpu"), torch.float32
+
+
+def use_vae_tiling(height: int, width: int, tile: int) -> bool:
+    """Whether a ``height``×``width`` image goes through the VAE in tiles: when it holds more pixels than four tiles of
+    ``tile``² (a square more than twice the model's side: SD-1.5 above 1024², SDXL above 2048²). The VAE's working set
+    grows with the pixel count (~0.4 GiB per 512², bf16 on the CPU), so this bounds it near 1.5 GiB for
+    SD-1.5; below, the exact path is kept (tiles are blended at their seams, so they change the result slightly)."""
+    return height * width > 4 * tile * tile
+
+
+@contextmanager
+def vae_tiling(vae, enabled: bool) -> Iterator[None]:
+    """diffusers' tiled encoding/decoding on ``vae`` while the context is open (tiles of its config's
+    ``sample_size``, overlapping by a quarter and blended), when ``enabled`` and the VAE supports it; restored to what
+    it was afterwards, also on exceptions."""
+    switch = enabled and not getattr(vae, "use_tiling", True)
+    if switch:
+        vae.enable_tiling()
+    try:
+        yield
+    finally:
+        if switch:
+            vae.disable_tiling()
+
+
 @dataclass
 class DiffusionModel:
     """The frozen components of a latent diffusion model, on one device in one dtype. Loaded once, reused."""
