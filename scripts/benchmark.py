@@ -1,26 +1,42 @@
-"""Per-stage wall time and peak memory of an edit (LoRA, inversion, optimisation, denoising), for every method.
+"""Per-stage wall time, peak memory and UNet forward/backward counts of an edit (LoRA, inversion, optimisation,
+denoising), for every method; with ``--warm``, a cold edit, the preparation and warm re-edits in one process.
 
     python scripts/benchmark.py                          # tiny offline model, CPU, 512×512, paper defaults
-    python scripts/benchmark.py --arch sd15 --device cuda  # full-size SD-1.5 architecture, random weights (GPU)
+    python scripts/benchmark.py --warm --threads 1       # + prepare and a warm re-edit (new points) per method
+    python scripts/benchmark.py --arch sd15 --device cuda --warmup --warm   # full-size SD-1.5, random weights (GPU)
+    python scripts/benchmark.py --arch sd15 --device cuda --dtype bf16 --compile --warm   # torch.compile (inductor)
     python scripts/benchmark.py --arch sdxl --size 1024 --device cuda --dtype fp16   # full-size SDXL architecture
     python scripts/benchmark.py --model PATH_OR_HUB_ID   # any real model
     python scripts/benchmark.py --generated --sizes 768x512,512x1024   # generation + generated-image drag
 
 Cost does not depend on weight values, so ``--arch sd15`` (the real SD-1.5 UNet/VAE/CLIP sizes with random
-weights, built offline) is a valid speed and memory benchmark. Memory: peak process RSS per stage on CPU (sampled),
-peak ``torch.cuda.max_memory_allocated`` per stage on CUDA. It drives the library through the same progress callback
-the CLI and the UI use.
+weights, built offline) is a valid speed and memory benchmark.
+
+Runs (``--warm``): **cold** = ``editor.edit(request, config)`` from scratch (identity LoRA, inversion, drag,
+denoising); **prepare** = ``editor.prepare(image, prompt, config)`` (what the web app does in the background when an
+image is set: posterior, LoRA, inversion); **warm** = ``editor.edit(request2, config, prepared=…)`` with other
+points (only the drag and the denoising run; GoodDrag's undragged trajectory is filled by the first re-edit and
+reused from ``--reedits 2`` on). With ``--compile`` the cold edit includes the compilation.
+
+Per stage: wall seconds (the editor's own timings), peak memory (process RSS sampled on CPU,
+``torch.cuda.max_memory_allocated`` on CUDA) and UNet calls — ``fwd/bwd``: forwards (one per call, whatever the batch)
+and backward passes through the UNet; ``+Np``: partial forwards that stopped at the feature block (DragDiffusion
+without the mask term, ``--no-mask``). Calls are counted outside the UNet's own call (also compiled), backwards by a
+gradient hook on the UNet's output and on the captured features, once per forward.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import logging
 import os
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -29,59 +45,175 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from dragkit import editor as editor_module  # noqa: E402
 from dragkit.config import (GenerationConfig, apply_overrides, config_fields, configs_with_overrides,  # noqa: E402
                             default_config, method_names)
 from dragkit.editor import DragEditor  # noqa: E402
-from dragkit.models import DiffusionModel, select_device, select_dtype  # noqa: E402
+from dragkit.features import FeatureCapture, FeaturesReady  # noqa: E402
+from dragkit.models import DiffusionModel, compile_unet, select_device, select_dtype  # noqa: E402
 from dragkit.types import DragRequest, ProgressEvent  # noqa: E402
 
 STAGES = ("lora", "inversion", "optimization", "denoising")
 GENERATED_STAGES = ("generation", "optimization", "denoising")
+# (handle, target) as fractions of the side: the cold edit's, then one per warm re-edit (other points each time).
+COLD_POINTS = ((0.4, 0.5), (0.6, 0.5))
+WARM_POINTS = (((0.45, 0.45), (0.6, 0.35)), ((0.35, 0.55), (0.5, 0.65)), ((0.5, 0.4), (0.65, 0.45)))
 
 
-class StageMemory:
-    """Progress callback that attributes peak memory to the stage currently running."""
+def _no_calls() -> dict:
+    return {"forward": 0, "partial": 0, "backward": 0}
+
+
+class StageProbe:
+    """Attributes wall time, peak memory and UNet calls to the stage that is running, and records each stage's
+    last progress step (it is the edit's progress callback).
+
+    The stage is the innermost one entered: the editor's own stage timer (``dragkit.editor._timed``, wrapped by
+    :func:`instrument`, so the attribution is exactly the editor's ``timings``) and, for :meth:`DragEditor.prepare`,
+    the editor's ``identity_lora`` and ``inverted`` (wrapped on the instance). Outside any stage: "other".
+
+    UNet calls are counted around the UNet's ``__call__`` (a subclass swapped in on the instance, so the count sits
+    outside a compiled region too): a forward that returns, a partial forward that ended at the feature block
+    (:class:`FeaturesReady`), and a backward pass — a gradient hook on the forward's output and on the features it
+    captured, counted once per forward (no graph here is backpropagated twice)."""
 
     def __init__(self, device: torch.device):
-        self.device = device
-        self.stage = "setup"
+        self.device = torch.device(device)
+        self.instrumented = False
+        self._stack: list[str] = []
         self.peaks: dict[str, float] = {}
-        self.steps: dict[str, int] = {}
+        self.start()
         self._stop = threading.Event()
         self._thread = None
-        if device.type == "cpu":
+        if self.device.type == "cpu":
             import psutil
 
             self._proc = psutil.Process()
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
-        elif device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
 
-    def _rss(self) -> float:
-        return self._proc.memory_info().rss / 2**20
-
-    def _sample(self):
-        while not self._stop.is_set():
-            self.peaks[self.stage] = max(self.peaks.get(self.stage, 0.0), self._rss())
-            time.sleep(0.02)
-
-    def _close_stage(self):
+    # --- a measured run ---------------------------------------------------------------------------------------
+    def start(self):
+        """A new run: forget the peaks, calls, steps and stage seconds measured so far."""
+        self.peaks, self.calls, self.steps, self.seconds = {}, {}, {}, {}
         if self.device.type == "cuda":
-            self.peaks[self.stage] = torch.cuda.max_memory_allocated(self.device) / 2**20
             torch.cuda.reset_peak_memory_stats(self.device)
 
-    def __call__(self, event: ProgressEvent):
-        if event.stage != self.stage:
-            self._close_stage()
-            self.stage = event.stage
-        self.steps[event.stage] = event.step
-
     def finish(self):
-        self._close_stage()
+        self._close_segment()
+
+    def close(self):
         self._stop.set()
         if self._thread:
             self._thread.join()
+
+    def __call__(self, event: ProgressEvent):
+        self.steps[event.stage] = max(self.steps.get(event.stage, 0), event.step)
+
+    # --- stages -----------------------------------------------------------------------------------------------
+    @property
+    def stage(self) -> str:
+        return next((s for s in reversed(self._stack) if s != "total"), "other")
+
+    @contextlib.contextmanager
+    def entered(self, stage: str):
+        self._close_segment()
+        self._stack.append(stage)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._close_segment()
+            self._stack.pop()
+            if stage not in self._stack:  # nested re-entries (prepare's wrappers inside edit's timer) count once
+                self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+    # --- memory -----------------------------------------------------------------------------------------------
+    def _peak(self, stage: str, mib: float):
+        self.peaks[stage] = max(self.peaks.get(stage, 0.0), mib)
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self._peak(self.stage, self._proc.memory_info().rss / 2**20)
+            time.sleep(0.02)
+
+    def _close_segment(self):
+        """CUDA: the allocator's peak since the last boundary goes to the stage that was running."""
+        if self.device.type == "cuda":
+            self._peak(self.stage, torch.cuda.max_memory_allocated(self.device) / 2**20)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        elif self.device.type == "cpu" and self._stack:
+            self._peak(self.stage, self._proc.memory_info().rss / 2**20)
+
+    # --- UNet calls -------------------------------------------------------------------------------------------
+    def watch_unet(self, unet: torch.nn.Module):
+        probe, base = self, type(unet)
+
+        def __call__(module, *args, **kwargs):
+            return probe._unet_call(module, base.__call__, args, kwargs)
+
+        unet.__class__ = type(base.__name__, (base,), {"__call__": __call__, "__module__": base.__module__})
+
+    def _unet_call(self, unet, call, args, kwargs):
+        calls = self.calls.setdefault(self.stage, _no_calls())
+        grad = torch.is_grad_enabled()
+        try:
+            out = call(unet, *args, **kwargs)
+        except FeaturesReady:
+            calls["partial"] += 1
+            if grad:
+                _count_backward(calls, _captured(unet))
+            raise
+        calls["forward"] += 1
+        if grad:
+            sample = out[0] if isinstance(out, tuple) else getattr(out, "sample", out)
+            _count_backward(calls, [sample, *_captured(unet)])
+        return out
+
+
+def _captured(unet) -> list:
+    """The feature tensors the editor's capture hooks hold right after a UNet forward."""
+    return [hook.value for block in unet.up_blocks for hook in block._forward_hooks.values()
+            if isinstance(hook, FeatureCapture) and isinstance(hook.value, torch.Tensor)]
+
+
+def _count_backward(calls: dict, tensors: list):
+    """Count one backward pass when a gradient first reaches any of ``tensors`` (one forward's outputs)."""
+    reached = []
+
+    def hook(_grad):
+        if not reached:
+            reached.append(True)
+            calls["backward"] += 1
+
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and t.requires_grad:
+            t.register_hook(hook)
+
+
+def instrument(editor: DragEditor, probe: StageProbe):
+    """Let ``probe`` see the editor's stages and its model's UNet calls (for the life of the process)."""
+    probe.watch_unet(editor.model.unet)
+    timed = getattr(editor_module, "_timed", None)
+    if timed is None:
+        logging.warning("dragkit.editor._timed is gone: edit stages are not attributed (all under 'other')")
+    else:
+        @contextlib.contextmanager
+        def staged(timings, stage):
+            with timed(timings, stage), probe.entered(stage):
+                yield
+
+        editor_module._timed = staged
+        probe.instrumented = True
+    for name, stage in (("identity_lora", "lora"), ("inverted", "inversion")):
+        method = getattr(editor, name)
+
+        @functools.wraps(method)
+        def wrapped(*args, _method=method, _stage=stage, **kwargs):
+            with probe.entered(_stage):
+                return _method(*args, **kwargs)
+
+        setattr(editor, name, wrapped)
 
 
 def build_sd15_random(device, dtype) -> DiffusionModel:
@@ -168,30 +300,117 @@ def method_configs(args) -> dict:
     return configs_with_overrides({m: default_config(m) for m in args.method or method_names()}, args.overrides)
 
 
-def run(args) -> list[dict]:
+def _sync(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Rows(list):
+    """The rows so far, written to --json after each one (a run stopped by a timeout keeps what it finished)."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def add(self, row: dict):
+        self.append(row)
+        logging.info("%s", json.dumps(row))
+        if self.path:
+            Path(self.path).write_text(json.dumps(self, indent=1))
+
+
+def _base(args, method: str, run: str, model: DiffusionModel, device) -> dict:
+    """The fields every row of a run has."""
+    return {"method": method, "run": run, "model": model.name, "device": str(device),
+            "dtype": str(model.dtype).replace("torch.", ""), "compile": args.compile, "size": args.size,
+            "threads": torch.get_num_threads(), "mask": not args.no_mask}
+
+
+def _measured(probe: StageProbe, stages) -> dict:
+    return {"peak_mib": {k: round(probe.peaks.get(k, 0.0), 1) for k in stages},
+            "unet": {k: probe.calls.get(k, _no_calls()) for k in stages},
+            "steps": {k: probe.steps.get(k, 0) for k in stages}}
+
+
+def _edit_row(base: dict, result, probe: StageProbe) -> dict:
+    return {**base, "seconds": {k: round(result.timings.get(k, 0.0), 3) for k in (*STAGES, "total")},
+            **_measured(probe, STAGES), "adam_steps": result.steps, "lora_cached": result.lora_cached,
+            "inversion_cached": result.inversion_cached, "skipped_steps": result.skipped_steps}
+
+
+def _attempt(rows: Rows, base: dict, measure):
+    """``measure()`` → a row; an exception becomes an error row (the other runs go on)."""
+    try:
+        row = measure()
+    except Exception as exc:  # noqa: BLE001 — a benchmark reports a failed run and goes on to the next
+        logging.error("%s %s failed:\n%s", base["method"], base["run"], traceback.format_exc())
+        row = {**base, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    rows.add(row)
+    return row
+
+
+def request_for(image, mask, size: int, points) -> DragRequest:
+    (hx, hy), (tx, ty) = points
+    return DragRequest(image, handles=[(hx * size, hy * size)], targets=[(tx * size, ty * size)], mask=mask)
+
+
+def measure_edit(editor: DragEditor, probe: StageProbe, base: dict, request: DragRequest, config,
+                 prepared=None, cold: dict | None = None) -> dict:
+    """A cold edit (``prepared`` None) or a warm re-edit (``prepared`` given; ``cold`` its cold row, for the ratio)."""
+    probe.start()
+    result = editor.edit(request, config, callback=probe, prepared=prepared)
+    probe.finish()
+    row = _edit_row(base, result, probe)
+    if cold is not None and "error" not in cold:
+        row["vs_cold"] = round(row["seconds"]["total"] / cold["seconds"]["total"], 3)
+    return row
+
+
+def measure_prepare(editor: DragEditor, probe: StageProbe, base: dict, request: DragRequest, config,
+                    prepared: list) -> dict:
+    """``editor.prepare`` of the request's image and prompt (appended to ``prepared``); seconds per stage."""
+    probe.start()
+    start = time.perf_counter()
+    prepared.append(editor.prepare(request.image, request.prompt, config, callback=probe))
+    _sync(probe.device)
+    total = time.perf_counter() - start
+    probe.finish()
+    seconds = {k: round(probe.seconds.get(k, 0.0), 3) for k in STAGES}
+    return {**base, "seconds": {**seconds, "total": round(total, 3)}, **_measured(probe, STAGES)}
+
+
+def run(args) -> Rows:
     device = select_device(args.device)
     model = load_model(args, device, select_dtype(device, args.dtype))
+    if args.compile:
+        compile_unet(model.unet, args.compile)
     editor = DragEditor(model)
+    probe = StageProbe(device)
+    instrument(editor, probe)
     image, mask = test_image(args.size)
-    s = args.size
-    request = DragRequest(image, handles=[(0.4 * s, 0.5 * s)], targets=[(0.6 * s, 0.5 * s)], mask=mask)
-    rows = []
+    mask = None if args.no_mask else mask
+    request = request_for(image, mask, args.size, COLD_POINTS)
+    rows = Rows(args.json)
     for method in args.method or method_names():
         config = method_configs(args)[method]
         if args.warmup:  # one short edit of the same method (only the fields it has)
             short = ["lora_steps=1", "optimization_steps=1", "drag_denoise_steps=1", "trackings_per_denoise=1"]
             mine = [a for a in short if a.split("=")[0] in config_fields(config)]
             editor.edit(request, apply_overrides(config, mine))
-        monitor = StageMemory(device)
-        result = editor.edit(request, config, callback=monitor)
-        monitor.finish()
-        row = {"method": method, "model": model.name, "device": str(device),
-               "dtype": str(model.dtype).replace("torch.", ""), "size": s, "threads": torch.get_num_threads(),
-               "seconds": {k: round(result.timings.get(k, 0.0), 3) for k in (*STAGES, "total")},
-               "peak_mib": {k: round(monitor.peaks.get(k, 0.0), 1) for k in STAGES},
-               "steps": {k: monitor.steps.get(k, 0) for k in STAGES}, "adam_steps": result.steps}
-        rows.append(row)
-        logging.info("%s", json.dumps(row))
+        base = functools.partial(_base, args, method, model=model, device=device)
+        cold = _attempt(rows, base("cold"), functools.partial(measure_edit, editor, probe, base("cold"), request,
+                                                              config))
+        if not args.warm:
+            continue
+        prepared: list = []
+        _attempt(rows, base("prepare"), functools.partial(measure_prepare, editor, probe, base("prepare"), request,
+                                                          config, prepared))
+        for i in range(args.reedits if prepared else 0):
+            name = "warm" if i == 0 else f"warm {i + 1}"
+            again = request_for(image, mask, args.size, WARM_POINTS[i])
+            _attempt(rows, base(name), functools.partial(measure_edit, editor, probe, base(name), again, config,
+                                                         prepared[0], cold))
+    probe.close()
     return rows
 
 
@@ -200,63 +419,102 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     return [tuple(int(v) for v in item.lower().split("x")) for item in text.split(",") if item.strip()]
 
 
-def run_generated(args, model: DiffusionModel, device) -> list[dict]:
+def run_generated(args, model: DiffusionModel, device) -> Rows:
     """For every size: generate (CFG, the chosen sampler), then drag the generated image with every method."""
     editor = DragEditor(model)
-    rows = []
+    probe = StageProbe(device)
+    instrument(editor, probe)
+    rows = Rows(args.json)
     for w, h in parse_sizes(args.sizes) if args.sizes else [(args.size, args.size)]:
         gen_config = GenerationConfig(prompt="a photo of a cat", guidance_scale=args.guidance,
                                       scheduler=args.scheduler, width=w, height=h)
         if args.warmup:
             editor.generate(GenerationConfig(num_inference_steps=2, width=w, height=h))
-        monitor = StageMemory(device)
-        generation = editor.generate(gen_config, callback=monitor)
-        monitor.finish()
-        gen_peak, gen_seconds = monitor.peaks.get("generation", 0.0), generation.timings["total"]
+        probe.start()
+        with probe.entered("generation"):
+            generation = editor.generate(gen_config, callback=probe)
+        probe.finish()
+        gen = _measured(probe, ("generation",))
+        gen_seconds = generation.timings["total"]
         request = DragRequest(generation.image, handles=[(0.4 * w, 0.5 * h)], targets=[(0.55 * w, 0.5 * h)])
         for method in args.method or method_names():
             config = method_configs(args)[method]
-            monitor = StageMemory(device)
-            result = editor.edit(request, config, callback=monitor, generation=generation)
-            monitor.finish()
+            probe.start()
+            result = editor.edit(request, config, callback=probe, generation=generation)
+            probe.finish()
+            drag = _measured(probe, ("optimization", "denoising"))
             row = {"mode": "generated", "method": method, "model": model.name, "device": str(device),
                    "dtype": str(model.dtype).replace("torch.", ""), "size": f"{w}x{h}",
                    "threads": torch.get_num_threads(), "guidance": args.guidance, "scheduler": args.scheduler,
                    "seconds": {"generation": round(gen_seconds, 3),
                                **{k: round(result.timings.get(k, 0.0), 3) for k in ("optimization", "denoising")},
                                "drag_total": round(result.timings["total"], 3)},
-                   "peak_mib": {"generation": round(gen_peak, 1),
-                                **{k: round(monitor.peaks.get(k, 0.0), 1) for k in ("optimization", "denoising")}},
+                   **{key: {**gen[key], **drag[key]} for key in ("peak_mib", "unet", "steps")},
                    "adam_steps": result.steps}
-            rows.append(row)
-            logging.info("%s", json.dumps(row))
+            rows.add(row)
+    probe.close()
     return rows
 
 
 HEADS = {
-    "edit": ["method", "model", "device/dtype", "size", "LoRA s", "inversion s", "optimisation s (Adam steps)",
-             "denoising s", "total s", "peak MiB (LoRA / inv / opt / den)"],
+    "edit": ["method", "run", "model", "device/dtype", "size", "LoRA s", "inversion s", "optimisation s (Adam steps)",
+             "denoising s", "total s", "UNet fwd/bwd (LoRA · inv · opt · den)", "peak MiB (LoRA / inv / opt / den)"],
     "generated": ["method", "model", "device/dtype", "size", "CFG / sampler", "generation s",
-                  "optimisation s (Adam steps)", "denoising s", "drag total s", "peak MiB (gen / opt / den)"],
+                  "optimisation s (Adam steps)", "denoising s", "drag total s", "UNet fwd/bwd (gen · opt · den)",
+                  "peak MiB (gen / opt / den)"],
 }
 
 
+def _calls(c: dict | None) -> str:
+    """"fwd/bwd", with "+Np" for partial forwards; "—" when not recorded (older rows)."""
+    if not c:
+        return "—"
+    partial = f"+{c['partial']}p" if c.get("partial") else ""
+    return f"{c['forward']}{partial}/{c['backward']}"
+
+
+def _run_cell(r: dict) -> str:
+    run = r.get("run", "cold")
+    if "vs_cold" in r:
+        run += f" ({r['vs_cold']:.2f}× cold)"
+    return run
+
+
 def _cells(r: dict) -> list[str]:
-    t, m = r["seconds"], r["peak_mib"]
-    cells = [r["method"], r["model"], f"{r['device']}/{r['dtype']}"]
+    dev = f"{r['device']}/{r['dtype']}" + (f", compile {r['compile']}" if r.get("compile") else "")
     if r.get("mode") == "generated":
-        return cells + [r["size"], f"{r['guidance']:g} / {r['scheduler']}", f"{t['generation']:.2f}",
-                        f"{t['optimization']:.2f} ({r['adam_steps']})", f"{t['denoising']:.2f}",
-                        f"{t['drag_total']:.2f}", " / ".join(f"{m[k]:.0f}" for k in GENERATED_STAGES)]
-    return cells + [f"{r['size']}²", f"{t['lora']:.2f}", f"{t['inversion']:.2f}",
-                    f"{t['optimization']:.2f} ({r['adam_steps']})", f"{t['denoising']:.2f}", f"{t['total']:.2f}",
-                    " / ".join(f"{m[k]:.0f}" for k in STAGES)]
+        t, m, u = r["seconds"], r["peak_mib"], r.get("unet", {})
+        return [r["method"], r["model"], dev, r["size"], f"{r['guidance']:g} / {r['scheduler']}",
+                f"{t['generation']:.2f}", f"{t['optimization']:.2f} ({r['adam_steps']})", f"{t['denoising']:.2f}",
+                f"{t['drag_total']:.2f}", " · ".join(_calls(u.get(k)) for k in GENERATED_STAGES),
+                " / ".join(f"{m[k]:.0f}" for k in GENERATED_STAGES)]
+    cells = [r["method"], _run_cell(r), r["model"], dev, f"{r['size']}²"]
+    if "error" in r:
+        return cells + ["—"] * 4 + [f"**{r['error']}**"] + ["—"] * 2
+    t, m, u = r["seconds"], r["peak_mib"], r.get("unet", {})
+    opt = f"{t['optimization']:.2f} ({r['adam_steps']})" if "adam_steps" in r else f"{t['optimization']:.2f}"
+    return cells + [f"{t['lora']:.2f}", f"{t['inversion']:.2f}", opt, f"{t['denoising']:.2f}", f"{t['total']:.2f}",
+                    " · ".join(_calls(u.get(k)) for k in STAGES), " / ".join(f"{m[k]:.0f}" for k in STAGES)]
 
 
 def markdown(rows: list[dict]) -> str:
     head = HEADS["generated" if rows and rows[0].get("mode") == "generated" else "edit"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     return "\n".join(lines + ["| " + " | ".join(_cells(r)) + " |" for r in rows])
+
+
+def warm_summary(rows: list[dict]) -> list[str]:
+    """One line per method that has a cold and a warm row: warm ÷ cold (issue 16's goal: ≤ ⅓)."""
+    lines = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = {r.get("run"): r for r in rows if r["method"] == method and "error" not in r}
+        if "cold" in mine and "warm" in mine:
+            cold, warm = mine["cold"]["seconds"]["total"], mine["warm"]["seconds"]["total"]
+            prep = mine.get("prepare", {}).get("seconds", {}).get("total")
+            lines.append(f"{method}: warm re-edit {warm:.2f} s = {warm / cold:.2f} × cold edit {cold:.2f} s"
+                         + (f" (prepare {prep:.2f} s)" if prep is not None else "")
+                         + (" — goal ≤ 1/3 met" if warm <= cold / 3 else " — goal ≤ 1/3 NOT met"))
+    return lines
 
 
 def main():
@@ -271,8 +529,17 @@ def main():
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE")
     p.add_argument("--threads", type=int, help="CPU threads (default: all cores; 1 on a machine shared with "
                    "other jobs, where oversubscribed threads slow everything down)")
-    p.add_argument("--warmup", action="store_true", help="one short edit first (CUDA kernels, allocator)")
-    p.add_argument("--json", help="write the rows as JSON here")
+    p.add_argument("--warmup", action="store_true", help="one short edit first (CUDA kernels, allocator; with "
+                   "--compile it also compiles, so the cold edit no longer includes that)")
+    p.add_argument("--warm", action="store_true",
+                   help="after the cold edit: editor.prepare (timed) and --reedits warm re-edits with new points")
+    p.add_argument("--reedits", type=int, default=1, choices=range(1, len(WARM_POINTS) + 1),
+                   help="warm re-edits per method with --warm (default: %(default)s)")
+    p.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
+                   help="torch.compile the UNet first (default backend: inductor; 'eager' only traces)")
+    p.add_argument("--no-mask", action="store_true", help="no mask (DragDiffusion's drag forwards then stop at the "
+                   "feature block: partial forwards)")
+    p.add_argument("--json", help="write the rows as JSON here (after every row)")
     g = p.add_argument_group("generated-image mode")
     g.add_argument("--generated", action="store_true",
                    help="time a generation, then the drag of the generated image (no LoRA, no inversion)")
@@ -283,13 +550,17 @@ def main():
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.generated:
         device = select_device(args.device)
-        rows = run_generated(args, load_model(args, device, select_dtype(device, args.dtype)), device)
+        model = load_model(args, device, select_dtype(device, args.dtype))
+        if args.compile:
+            compile_unet(model.unet, args.compile)
+        rows = run_generated(args, model, device)
     else:
         rows = run(args)
     print(markdown(rows))
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+    for line in warm_summary(rows):
+        print(line)
+    return 1 if any("error" in r for r in rows) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
