@@ -283,7 +283,8 @@ def test_image(size: int) -> tuple[Image.Image, np.ndarray]:
 
 
 def load_model(args, device, dtype) -> DiffusionModel:
-    torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.arch == "sd15":
         return build_sd15_random(device, dtype)
     if args.arch == "sdxl":
@@ -315,8 +316,10 @@ class Rows(list):
     def add(self, row: dict):
         self.append(row)
         logging.info("%s", json.dumps(row))
-        if self.path:
-            Path(self.path).write_text(json.dumps(self, indent=1))
+        if self.path:  # whole or not at all: a timeout may strike at any moment
+            part = Path(f"{self.path}.part")
+            part.write_text(json.dumps(self, indent=1))
+            os.replace(part, self.path)
 
 
 def _base(args, method: str, run: str, model: DiffusionModel, device) -> dict:
@@ -328,7 +331,7 @@ def _base(args, method: str, run: str, model: DiffusionModel, device) -> dict:
 
 def _measured(probe: StageProbe, stages) -> dict:
     return {"peak_mib": {k: round(probe.peaks.get(k, 0.0), 1) for k in stages},
-            "unet": {k: probe.calls.get(k, _no_calls()) for k in stages},
+            "unet": {k: dict(probe.calls.get(k, _no_calls())) for k in stages},  # copies: counting goes on
             "steps": {k: probe.steps.get(k, 0) for k in stages}}
 
 
@@ -527,8 +530,8 @@ def main():
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--method", action="append", choices=method_names())
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE")
-    p.add_argument("--threads", type=int, help="CPU threads (default: all cores; 1 on a machine shared with "
-                   "other jobs, where oversubscribed threads slow everything down)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's, which honours $OMP_NUM_THREADS; 1 on "
+                   "a machine shared with other jobs, where oversubscribed threads slow everything down)")
     p.add_argument("--warmup", action="store_true", help="one short edit first (CUDA kernels, allocator; with "
                    "--compile it also compiles, so the cold edit no longer includes that)")
     p.add_argument("--warm", action="store_true",

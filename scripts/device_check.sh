@@ -1,29 +1,59 @@
 #!/usr/bin/env bash
-# One prepared device check: speed and memory of both methods at full size, and the suite's quick tests, on whatever
-# accelerator the machine has. Every step has a timeout; a summary is always written and printed.
+# One prepared device check: speed, UNet calls and memory of both methods at full size (cold edit, preparation and warm
+# re-edit; fp16 and bf16; eager and torch.compile), and the suite's device-relevant tests, on whatever accelerator the
+# machine has. Every step has a timeout and the whole run a budget (default 450 s: under 8 minutes on an H100/H200);
+# a summary is always written and printed.
 #
 #   scripts/device_check.sh --prepare                 # here, with a package registry: fetch the wheels the GPU machine
 #                                                     # lacks (diffusers) into .whl/ and copy the golden fixtures into
 #                                                     # .golden/ (both git-ignored; carry them: carry=[".whl", ".golden"])
 #   scripts/device_check.sh                           # on the device machine: cuda, full-size SD-1.5 (random weights)
+#   scripts/device_check.sh --budget 560 --only fp16-compile,bf16-compile   # a second call for what did not fit
 #   scripts/device_check.sh --device cpu --arch tiny --quick --out /tmp/dc   # the CPU path (tested in the suite)
 #
+# Rows (--only takes a comma list; default: all of these in this order, most wanted first):
+#   fp16          paper defaults (LoRA 80/70 steps, ≤ 80 drag steps / AlDD 7×10×3), --warmup, cold + prepare + warm
+#   tests         DRAGKIT_TEST_DEVICE=$DEVICE pytest of the device-relevant tests (half precision, compile, host syncs,
+#                 prepared images, memory)
+#   bf16          reduced steps (REDUCED below: LoRA 20, drag 20, AlDD 2×10×3), --warmup, cold + prepare + warm
+#   fp16-compile  REDUCED, --compile (inductor; on cpu: dynamo's eager backend), no warmup: the cold edit includes
+#                 the compilation of every graph (LoRA step, inversion, drag, denoising), prepare and warm run compiled
+#   bf16-compile  the same in bf16
+#   sdxl          (opt-in, --sdxl) SDXL architecture at 1024², fp16, paper defaults, cold only
+# On cpu, fp32 replaces fp16 and bf16 (fp32, fp32-compile).
+#
+# Sizing (SD-1.5 at 512², H100/H200, docs/performance.md "Speed"): a paper-default edit is ≈ 0.8 PFLOP with the
+# LoRA's checkpointing recompute (DragDiffusion; GoodDrag's 210 drag steps ≈ 1.0 PFLOP), ≈ 5–15 s at the 5–15 % of
+# the 990 TFLOP/s peak an eager batch-1/batch-4 UNet reaches; fp16's process (model build ≈ 20 s, warmup, cold,
+# prepare and warm of both methods) ≈ 60–120 s. bf16 runs a quarter of the LoRA and drag steps (≈ 40 s): bf16 and
+# fp16 run the same kernels at the same rate on Hopper, so per-step times carry over. Compilation does not depend on
+# the step count: inductor compiles ≈ 5 graph variants per method (minutes), so the compile rows run REDUCED steps and
+# get what is left of the budget; a row that does not fit is reported as timed out or skipped, with the rows it
+# finished (the benchmark writes its JSON after every row), and can be run alone in a second call with --only.
+#
 # Options: --device DEV (default cuda), --arch sd15|tiny (default sd15), --size N (default 512), --out DIR (default
-# $OUT, else docs/gpu), --quick (short edits: a smoke test of the script itself), --no-tests, --no-sdxl.
-# Writes DIR/env.json, DIR/bench_<name>.json (rows of scripts/benchmark.py), DIR/tests.log and DIR/summary.md.
+# $OUT, else docs/gpu), --budget SECONDS (default 450), --only ROWS, --quick (short edits, and the compile rows
+# DragDiffusion alone without reference attention: a smoke test of the script itself), --no-tests, --sdxl,
+# --compile-backend B (default inductor on cuda, eager on cpu).
+# Writes DIR/env.json, DIR/bench_<arch>_<row>.json (rows of scripts/benchmark.py), DIR/tests.log, DIR/steps.json and
+# DIR/summary.md (8 files at most: what a device call brings back).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-DEVICE=cuda ARCH=sd15 SIZE=512 OUTDIR="${OUT:-docs/gpu}" QUICK=0 TESTS=1 SDXL=1 PREPARE=0
+DEVICE=cuda ARCH=sd15 SIZE=512 OUTDIR="${OUT:-docs/gpu}" QUICK=0 TESTS=1 SDXL=0 PREPARE=0 BUDGET=450 ONLY="" BACKEND=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --device) DEVICE=$2; shift ;;
     --arch) ARCH=$2; shift ;;
     --size) SIZE=$2; shift ;;
     --out) OUTDIR=$2; shift ;;
+    --budget) BUDGET=$2; shift ;;
+    --only) ONLY=$2; shift ;;
+    --compile-backend) BACKEND=$2; shift ;;
     --quick) QUICK=1 ;;
     --no-tests) TESTS=0 ;;
-    --no-sdxl) SDXL=0 ;;
+    --sdxl) SDXL=1 ;;
+    --no-sdxl) SDXL=0 ;;  # the default now; kept for old command lines
     --prepare) PREPARE=1 ;;
     *) echo "device_check.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -41,62 +71,100 @@ if [ "$PREPARE" = 1 ]; then
   exit 0
 fi
 
+START=$SECONDS RESERVE=20 MIN_STEP=30  # seconds kept for the summary; the least a step is started with
 mkdir -p "$OUTDIR"
+rm -f "$OUTDIR"/bench_*.json "$OUTDIR"/tests.log "$OUTDIR"/steps.json
 PY=python3
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/dragkit-site .whl/*.whl
-  export PYTHONPATH="/tmp/dragkit-site:${PYTHONPATH:-}"
-fi
 export PYTHONPATH="$PWD/src:${PYTHONPATH:-}" HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False PYTHONUNBUFFERED=1
 [ -d .golden ] && export DRAGKIT_SHARED="$PWD/.golden-root" && mkdir -p .golden-root && ln -sfn ../.golden .golden-root/golden
+LOGS=$(mktemp -d)
 
-STATUS=()  # one "name: ok|failed (rc)|timed out" line per step
-step() {  # step NAME SECONDS COMMAND...: run with a timeout, record the outcome, never abort the script
+STEPS=()  # one JSON object per step: name, outcome (ok, failed (exit N), timed out, skipped), limit_s, seconds
+step() {  # step NAME SECONDS COMMAND...: run with a timeout inside the budget, record the outcome, never abort
   local name=$1 limit=$2; shift 2
-  echo "== $name (limit ${limit}s)"
-  timeout --kill-after=10 "$limit" "$@"
-  local rc=$?
+  local left=$(( BUDGET - (SECONDS - START) - RESERVE ))
+  if [ "$left" -lt "$MIN_STEP" ]; then
+    STEPS+=("{\"name\": \"$name\", \"outcome\": \"skipped\", \"limit_s\": 0, \"seconds\": 0}")
+    echo "== $name: skipped, ${left}s left of the ${BUDGET}s budget"
+    return
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  echo "== $name (limit ${limit}s, $(( SECONDS - START ))s into the run)"
+  local began=$SECONDS log="$LOGS/step${#STEPS[@]}.log"
+  timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]} took=$(( SECONDS - began )) outcome
   case $rc in
-    0) STATUS+=("$name: ok") ;;
-    124|137) STATUS+=("$name: timed out after ${limit}s") ;;
-    *) STATUS+=("$name: failed (exit $rc)") ;;
+    0) outcome=ok ;;
+    124|137) outcome="timed out" ;;
+    *) outcome="failed (exit $rc)" ;;
   esac
+  STEPS+=("{\"name\": \"$name\", \"outcome\": \"$outcome\", \"limit_s\": $limit, \"seconds\": $took}")
 }
 
 summary() {
-  $PY - "$OUTDIR" "${STATUS[@]}" <<'EOF'
+  local IFS=,
+  printf '{"budget_s": %s, "elapsed_s": %s, "steps": [%s]}\n' "$BUDGET" "$(( SECONDS - START ))" "${STEPS[*]}" \
+    > "$OUTDIR/steps.json"
+  $PY - "$OUTDIR" "$ARCH" "$SIZE" "$LOGS" <<'EOF'
 import json, sys
 from pathlib import Path
-out, status = Path(sys.argv[1]), sys.argv[2:]
+out, arch, size, logs = Path(sys.argv[1]), sys.argv[2], sys.argv[3], Path(sys.argv[4])
 sys.path.insert(0, "scripts")
-lines = ["# Device check", ""]
+steps = json.loads((out / "steps.json").read_text())
+lines = ["# Device check", "", f"{arch} at {size}², budget {steps['budget_s']} s, elapsed {steps['elapsed_s']} s", ""]
 env = out / "env.json"
 if env.exists():
     e = json.loads(env.read_text())
     lines += [f"- {k}: {v}" for k, v in e.items()] + [""]
-lines += ["## Steps", ""] + [f"- {s}" for s in status] + [""]
+lines += ["## Steps", ""]
+for s in steps["steps"]:
+    took = f" ({s['seconds']} s of {s['limit_s']} s)" if s["outcome"] != "skipped" else ""
+    lines.append(f"- {s['name']}: {s['outcome']}{took}")
+lines.append("")
 try:
-    from benchmark import markdown
+    from benchmark import markdown, warm_summary
 except Exception as exc:  # torch or the package missing: the steps above say why
     markdown = None
-    lines.append(f"(tables unavailable: {exc})")
-for f in sorted(out.glob("bench_*.json")):
-    rows = json.loads(f.read_text())
+    lines += [f"(tables unavailable: {exc})", ""]
+for f in sorted(out.glob("bench_*.json"), key=lambda f: f.stat().st_mtime):
+    try:
+        rows = json.loads(f.read_text())
+    except ValueError as exc:  # cut off mid-write by a timeout
+        lines += [f"## {f.stem[6:]}", "", f"(unreadable: {exc})", ""]
+        continue
     if rows and markdown:
-        lines += [f"## {f.stem[6:]}", "", markdown(rows), ""]
+        lines += [f"## {f.stem[6:]}", "", markdown(rows), ""] + [f"- {w}" for w in warm_summary(rows)] + [""]
+tests = out / "tests.log"
+if tests.exists():
+    tail = [l for l in tests.read_text().splitlines() if l.strip()][-12:]
+    lines += ["## Tests", "", "```", *tail, "```", ""]
+for i, s in enumerate(steps["steps"]):  # what a failed or timed-out step printed last
+    log = logs / f"step{i}.log"
+    if s["outcome"] not in ("ok", "skipped") and log.exists():
+        tail = log.read_text(errors="replace").splitlines()[-15:]
+        lines += [f"## {s['name']}: {s['outcome']}, last lines", "", "```", *tail, "```", ""]
 (out / "summary.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
 EOF
+  rm -rf "$LOGS"
 }
 trap summary EXIT
+trap 'exit 143' TERM INT  # killed from outside: still write the summary
 
-step environment 120 $PY - "$OUTDIR" <<'EOF'
-import json, platform, sys
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  step install 90 $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/dragkit-site .whl/*.whl
+  export PYTHONPATH="/tmp/dragkit-site:${PYTHONPATH:-}"
+fi
+
+step environment 60 $PY - "$OUTDIR" <<'EOF'
+import json, os, platform, sys
 from pathlib import Path
 import torch
 info = {"python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.version.cuda,
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"}
-for name in ("diffusers", "transformers", "peft"):
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
+        "cpus": os.cpu_count()}
+for name in ("diffusers", "transformers", "peft", "triton"):
     try:
         info[name] = __import__(name).__version__
     except Exception as exc:
@@ -105,23 +173,55 @@ Path(sys.argv[1], "env.json").write_text(json.dumps(info, indent=1))
 print(info)
 EOF
 
-SHORT=()
+# Step counts: the main rows run paper defaults; REDUCED cuts the LoRA and the drag to a quarter (per-step times carry
+# over); --quick cuts everything to a smoke test of the script.
+REDUCED=(--set lora_steps=20 --set optimization_steps=20 --set drag_denoise_steps=2)
+FULL=()
 if [ "$QUICK" = 1 ]; then
-  SHORT=(--set lora_steps=2 --set optimization_steps=3 --set num_inference_steps=10 --set drag_denoise_steps=1
-         --set trackings_per_denoise=2)
+  FULL=(--set lora_steps=2 --set optimization_steps=3 --set num_inference_steps=10 --set drag_denoise_steps=1
+        --set trackings_per_denoise=2)
+  REDUCED=("${FULL[@]}")
 fi
-BENCH=($PY scripts/benchmark.py --arch "$ARCH" --device "$DEVICE" --size "$SIZE" --warmup "${SHORT[@]}")
-DTYPES=(fp16 bf16)
-[ "$DEVICE" = cpu ] && DTYPES=(fp32)
-for dt in "${DTYPES[@]}"; do
-  step "bench $ARCH $dt" 120 "${BENCH[@]}" --dtype "$dt" --json "$OUTDIR/bench_${ARCH}_${dt}.json"
+COMPILED=("${REDUCED[@]}")
+if [ "$QUICK" = 1 ]; then  # tracing is what a compile row costs on the CPU (~20 s a method at 1 thread, ~60 s more
+  # with reference attention): the smoke test compiles one method without it
+  COMPILED=(--method dragdiffusion --set lora_steps=2 --set optimization_steps=3 --set num_inference_steps=10
+            --set reference_attention=false)
+fi
+if [ -z "$BACKEND" ]; then
+  BACKEND=inductor
+  [ "$DEVICE" = cpu ] && BACKEND=eager  # inductor on the CPU compiles for many minutes
+fi
+if [ "$DEVICE" = cpu ]; then
+  DEFAULT_ROWS=fp32,tests,fp32-compile
+else
+  DEFAULT_ROWS=fp16,tests,bf16,fp16-compile,bf16-compile
+fi
+ROWS=${ONLY:-$DEFAULT_ROWS}
+[ "$SDXL" = 1 ] && [ -z "$ONLY" ] && ROWS="$ROWS,sdxl"
+BENCH=($PY scripts/benchmark.py --arch "$ARCH" --device "$DEVICE" --size "$SIZE" --warm)
+
+for row in ${ROWS//,/ }; do
+  dt=${row%-compile}
+  case $row in
+    tests)
+      [ "$TESTS" = 1 ] || continue
+      step "tests on $DEVICE" 150 env DRAGKIT_TEST_DEVICE="$DEVICE" $PY -m pytest -q -p no:cacheprovider \
+        --durations=8 -o log_cli=false tests/test_half_precision.py tests/test_compile.py tests/test_host_syncs.py \
+        tests/test_prepared.py tests/test_memory.py > "$OUTDIR/tests.log" 2>&1
+      tail -3 "$OUTDIR/tests.log" ;;
+    fp16|fp32)
+      step "bench $ARCH $dt" 180 "${BENCH[@]}" --dtype "$dt" --warmup "${FULL[@]}" \
+        --json "$OUTDIR/bench_${ARCH}_${dt}.json" ;;
+    bf16)
+      step "bench $ARCH bf16 (reduced steps)" 100 "${BENCH[@]}" --dtype bf16 --warmup "${REDUCED[@]}" \
+        --json "$OUTDIR/bench_${ARCH}_bf16.json" ;;
+    fp16-compile|bf16-compile|fp32-compile)
+      step "bench $ARCH $dt compile $BACKEND (reduced steps)" 300 "${BENCH[@]}" --dtype "$dt" --compile "$BACKEND" \
+        "${COMPILED[@]}" --json "$OUTDIR/bench_${ARCH}_${dt}_compile.json" ;;
+    sdxl)
+      step "bench sdxl fp16 1024" 150 $PY scripts/benchmark.py --arch sdxl --device "$DEVICE" --size 1024 --warmup \
+        --dtype fp16 "${FULL[@]}" --json "$OUTDIR/bench_sdxl_fp16.json" ;;
+    *) echo "device_check.sh: unknown row $row (fp16, bf16, fp32, tests, fp16-compile, bf16-compile, fp32-compile, sdxl)" >&2 ;;
+  esac
 done
-if [ "$SDXL" = 1 ] && [ "$ARCH" = sd15 ]; then
-  step "bench sdxl fp16 1024" 150 $PY scripts/benchmark.py --arch sdxl --device "$DEVICE" --size 1024 --warmup \
-    --dtype fp16 "${SHORT[@]}" --json "$OUTDIR/bench_sdxl_fp16.json"
-fi
-if [ "$TESTS" = 1 ]; then
-  step tests 90 $PY -m pytest -q -x -p no:cacheprovider tests/test_primitives.py tests/test_editor_story.py \
-    tests/test_sdxl.py tests/test_golden_dragdiffusion.py -o log_cli=false > "$OUTDIR/tests.log" 2>&1
-  tail -3 "$OUTDIR/tests.log"
-fi

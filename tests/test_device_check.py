@@ -1,5 +1,6 @@
-"""scripts/device_check.sh, the one prepared device check, on its CPU path: every step runs under a timeout and the
-summary (environment, step outcomes, benchmark tables) is always written."""
+"""scripts/device_check.sh, the one prepared device check, on its CPU path: every row (eager and compiled, each a cold
+edit, the preparation and a warm re-edit per method) runs under a timeout inside the run's budget, and the summary
+(environment, step outcomes, benchmark tables with UNet calls, warm ÷ cold) is always written."""
 
 import json
 import os
@@ -7,24 +8,58 @@ import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "device_check.sh"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def check(out: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPT), "--device", "cpu", "--arch", "tiny", "--size", "64", "--quick",
+                           "--no-tests", "--out", str(out), *args], capture_output=True, text=True, timeout=timeout,
+                          env=ENV)
 
 
 def test_device_check_cpu_path_writes_its_summary(tmp_path):
     out = tmp_path / "dc"
-    r = subprocess.run(["bash", str(REPO / "scripts" / "device_check.sh"), "--device", "cpu", "--arch", "tiny",
-                        "--size", "64", "--quick", "--no-tests", "--out", str(out)],
-                       capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    r = check(out)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     summary = (out / "summary.md").read_text()
-    assert "- environment: ok" in summary and "- bench tiny fp32: ok" in summary and "| gooddrag |" in summary
+    assert "- environment: ok" in summary and "- bench tiny fp32: ok" in summary, summary
+    assert "- bench tiny fp32 compile eager (reduced steps): ok" in summary, summary
+    assert "| gooddrag | warm (" in summary and "UNet fwd/bwd" in summary and "× cold edit" in summary
     env = json.loads((out / "env.json").read_text())
     assert env["torch"] and env["diffusers"]
-    rows = json.loads((out / "bench_tiny_fp32.json").read_text())
-    assert [row["method"] for row in rows] == ["dragdiffusion", "gooddrag"]
-    assert all(row["seconds"]["total"] > 0 for row in rows)
+    steps = json.loads((out / "steps.json").read_text())
+    assert [s["outcome"] for s in steps["steps"]] == ["ok"] * 3 and steps["elapsed_s"] <= steps["budget_s"]
+
+    eager = json.loads((out / "bench_tiny_fp32.json").read_text())
+    compiled = json.loads((out / "bench_tiny_fp32_compile.json").read_text())  # --quick: DragDiffusion alone
+    for rows, methods in ((eager, ("dragdiffusion", "gooddrag")), (compiled, ("dragdiffusion",))):
+        assert [(r["method"], r["run"]) for r in rows] == [(m, run) for m in methods
+                                                           for run in ("cold", "prepare", "warm")]
+        for cold, prepare, warm in zip(rows[::3], rows[1::3], rows[2::3]):
+            assert cold["seconds"]["total"] > 0 and warm["seconds"]["total"] > 0 and "vs_cold" in warm
+            lora = cold["unet"]["lora"]
+            assert lora["forward"] == lora["backward"] == 2  # --quick: lora_steps=2, one call per batch
+            assert prepare["unet"]["lora"] == lora and prepare["unet"]["optimization"]["forward"] == 0
+            assert warm["lora_cached"] and warm["inversion_cached"]
+            assert warm["unet"]["lora"]["forward"] == warm["unet"]["inversion"]["forward"] == 0
+            for row in (cold, warm):  # one backward per Adam step, and the forwards that ended the drag
+                drag = row["unet"]["optimization"]
+                assert drag["backward"] == row["adam_steps"] > 0 and drag["forward"] >= drag["backward"]
+    assert all(r["compile"] == "eager" for r in compiled) and not any(r["compile"] for r in eager)
+    for a, b in zip(eager, compiled):  # compiling changes no call: the counts sit outside the compiled region
+        assert a["unet"] == b["unet"], (a["method"], a["run"])
+
+
+def test_device_check_keeps_to_its_budget(tmp_path):
+    out = tmp_path / "dc"
+    r = check(out, "--budget", "25", "--only", "fp32,fp32-compile", timeout=120)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    steps = json.loads((out / "steps.json").read_text())["steps"]
+    assert [s["outcome"] for s in steps] == ["skipped"] * 3  # environment and both rows: too little time left
+    assert "bench tiny fp32: skipped" in (out / "summary.md").read_text()
 
 
 def test_device_check_refuses_an_unknown_option():
-    r = subprocess.run(["bash", str(REPO / "scripts" / "device_check.sh"), "--bogus"], capture_output=True, text=True,
-                       timeout=60)
+    r = subprocess.run(["bash", str(SCRIPT), "--bogus"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "unknown option --bogus" in r.stderr
