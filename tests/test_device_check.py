@@ -19,21 +19,21 @@ def check(out: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProc
 
 
 def test_device_check_cpu_path_writes_its_summary(tmp_path):
+    """The eager rows only: the compiled rows are the same command with --compile (dynamo's tracing of the tiny UNet
+    costs ≈ 30 s here; compiling is tested in tests/test_compile.py, and the compiled counts on the GPU)."""
     out = tmp_path / "dc"
-    r = check(out)
+    r = check(out, "--only", "fp32")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     summary = (out / "summary.md").read_text()
     assert "- environment: ok" in summary and "- bench tiny fp32: ok" in summary, summary
-    assert "- bench tiny fp32 compile eager (reduced steps): ok" in summary, summary
     assert "| gooddrag | warm (" in summary and "UNet fwd/bwd" in summary and "× cold edit" in summary
     env = json.loads((out / "env.json").read_text())
     assert env["torch"] and env["diffusers"]
     steps = json.loads((out / "steps.json").read_text())
-    assert [s["outcome"] for s in steps["steps"]] == ["ok"] * 3 and steps["elapsed_s"] <= steps["budget_s"]
+    assert all(s["outcome"] == "ok" for s in steps["steps"]) and steps["elapsed_s"] <= steps["budget_s"]
 
     eager = json.loads((out / "bench_tiny_fp32.json").read_text())
-    compiled = json.loads((out / "bench_tiny_fp32_compile.json").read_text())  # --quick: DragDiffusion alone
-    for rows, methods in ((eager, ("dragdiffusion", "gooddrag")), (compiled, ("dragdiffusion",))):
+    for rows, methods in ((eager, ("dragdiffusion", "gooddrag")),):
         assert [(r["method"], r["run"]) for r in rows] == [(m, run) for m in methods
                                                            for run in ("cold", "prepare", "warm")]
         for cold, prepare, warm in zip(rows[::3], rows[1::3], rows[2::3]):
@@ -46,9 +46,7 @@ def test_device_check_cpu_path_writes_its_summary(tmp_path):
             for row in (cold, warm):  # one backward per Adam step, and the forwards that ended the drag
                 drag = row["unet"]["optimization"]
                 assert drag["backward"] == row["adam_steps"] > 0 and drag["forward"] >= drag["backward"]
-    assert all(r["compile"] == "eager" for r in compiled) and not any(r["compile"] for r in eager)
-    for a, b in zip(eager, compiled):  # compiling changes no call: the counts sit outside the compiled region
-        assert a["unet"] == b["unet"], (a["method"], a["run"])
+    assert not any(r["compile"] for r in eager)
 
 
 def test_device_check_keeps_to_its_budget(tmp_path):

@@ -70,7 +70,7 @@ def test_result_carries_the_config_used_and_reports_the_lora_cache(tiny_model, t
     first_events, second_events = [], []
     first = editor.edit(request, config, callback=first_events.append)
     second = editor.edit(request, config, callback=second_events.append)
-    assert first.config == second.config == resolve(config, SD)  # the family's layers filled in
+    assert first.config == second.config == resolve(config, SD, tiny_model.default_size)  # family layers, max_side
     assert (first.config.feature_block, first.config.reference_attention_blocks) == (2, (2, 3))
     assert not first.lora_cached and second.lora_cached
     assert [e.step for e in first_events if e.stage == "lora"] == [1, 2]
@@ -115,9 +115,9 @@ def test_every_field_has_help(cls):
 
 def test_shared_fields_live_on_the_base_with_per_method_defaults():
     shared = {f.name for f in dataclasses.fields(MethodConfig)}
-    assert len(shared) == 16
+    assert len(shared) == 17
     for cls in (DragDiffusionConfig, GoodDragConfig):
-        assert [f.name for f in dataclasses.fields(cls)][:16] == [f.name for f in dataclasses.fields(MethodConfig)]
+        assert [f.name for f in dataclasses.fields(cls)][:17] == [f.name for f in dataclasses.fields(MethodConfig)]
     assert (DragDiffusionConfig().inverted_steps, GoodDragConfig().inverted_steps) == (35, 38)
     assert (DragDiffusionConfig().latent_lr, GoodDragConfig().latent_lr) == (0.01, 0.02)
 
