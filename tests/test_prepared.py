@@ -104,6 +104,24 @@ def test_other_settings_recompute_only_what_they_change(editor):
     assert not result.lora_cached and not result.inversion_cached
 
 
+def test_preparing_into_a_prepared_image_adds_only_what_is_missing(editor):
+    """The web app prepares again when a setting changes: into the image's prepared image, so another strength
+    inverts again but keeps the LoRA (no LoRA step runs)."""
+    from dragkit.family import resolve
+
+    config = resolve(small("dragdiffusion"), editor.model.family, editor.model.default_size)  # as edits run it
+    prepared = editor.prepare(image(6), "", config)
+    assert prepared.holds(config, 0) and not prepared.holds(config, 1)
+    events = []
+    stronger = dataclasses.replace(config, inversion_strength=0.5)
+    assert not prepared.holds(stronger, 0)
+    again = editor.prepare(image(6), "", stronger, callback=events.append, prepared=prepared)
+    assert again is prepared and prepared.holds(stronger, 0) and prepared.holds(config, 0)
+    assert [(e.stage, e.cached) for e in events if e.stage == "lora"] == [("lora", True)]
+    with pytest.raises(DragError, match="not the prepared image"):
+        editor.prepare(image(7), "", config, prepared=prepared)
+
+
 def test_a_prepared_image_belongs_to_one_image_prompt_and_model(editor, tiny_model_dir):
     from dragkit.models import DiffusionModel
 

@@ -53,7 +53,6 @@ class Optimization:
     handles: torch.Tensor
     trajectory: list[torch.Tensor]  # handles used by each step's loss (entry 0 = start)
     steps: int
-    skipped: int = 0  # steps the fp16 gradient scaler skipped (not counted in ``steps``)
 
 
 def optimize_latent(fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tensor, config: DragDiffusionConfig,
@@ -98,7 +97,7 @@ def optimize_latent(fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tenso
             callback(ProgressEvent("optimization", k + 1, config.optimization_steps,
                                    handles=edit.to_image_points(on_host), loss=loss.total.item(),
                                    timestep=t, skipped=stepper.skipped))
-    return Optimization(z.detach(), handles, trajectory, steps, stepper.skipped)
+    return Optimization(z.detach(), handles, trajectory, steps)
 
 
 def optimize(fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tensor, config: DragDiffusionConfig,
@@ -106,5 +105,4 @@ def optimize(fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tensor, conf
     """DragDiffusion's part of an edit (:meth:`dragkit.editor.DragEditor.edit` runs the rest): optimise z_t at t*;
     the reference branch of the final denoising is the un-optimised z_t, denoised from t* alongside."""
     opt = optimize_latent(fm, edit, z_t, config, callback)
-    return stages.DragOutcome(opt.latent, z_t, edit.t_index, opt.handles, opt.trajectory, opt.steps,
-                              skipped=opt.skipped)
+    return stages.DragOutcome(opt.latent, z_t, edit.t_index, opt.handles, opt.trajectory, opt.steps)

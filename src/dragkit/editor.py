@@ -130,18 +130,24 @@ class DragEditor:
         return _result(edit, outcome, image, latent, config, (lora_cached, inversion_cached), timings, skipped)
 
     def prepare(self, image: Image.Image, prompt: str = "", config: Optional[MethodConfig] = None, seed: int = 0,
-                callback: Optional[ProgressCallback] = None) -> PreparedImage:
+                callback: Optional[ProgressCallback] = None,
+                prepared: Optional[PreparedImage] = None) -> PreparedImage:
         """Do now what every edit of ``image`` with ``prompt`` shares — the VAE posterior, the identity LoRA and the
         inversion for ``config``'s settings (default DragDiffusion) — and return it for :meth:`edit`'s ``prepared``.
-        The web app calls this in the background as soon as an image is set, so Run only drags. ``callback`` gets
-        the "lora" and "inversion" events; raising :class:`EditCancelled` in it stops the preparation."""
+        With ``prepared`` (of this image and prompt) the pieces are added to it, reusing what it holds (another
+        inversion strength keeps its LoRA). The web app calls this in the background as soon as an image is set, so
+        Run only drags. ``callback`` gets the "lora" and "inversion" events; raising :class:`EditCancelled` in it
+        stops the preparation."""
         config = resolve_family_defaults(config if config is not None else DragDiffusionConfig(), self.model.family,
                                          self.model.default_size)
         image = to_rgb(image)
         check_steps(self.model, config.num_inference_steps)
         check_image_size(self.model, image.size,
                          stages.working_size(image.size, self.model.vae_scale_factor, config.max_side))
-        prepared = PreparedImage.of(self.model, image, prompt)
+        if prepared is None:
+            prepared = PreparedImage.of(self.model, image, prompt)
+        else:
+            prepared.check_image(self.model, image, prompt)
         callback = guard_progress(callback)
         base = stages.working_image(self.model, image, prompt, config)
         weights, _ = self.identity_lora(base, prepared, config, callback, seed)
@@ -247,7 +253,6 @@ def _result(edit: stages.Edit, outcome: stages.DragOutcome, image, latent: torch
     if outcome.frames is not None:
         frames = list(outcome.frames) + [draw_points(image, final_handles, edit.request.targets)]
     order = ("lora", "inversion", "optimization", "denoising", "total")
-    skipped = {**skipped, "optimization": outcome.skipped} if outcome.skipped else skipped
     if skipped:
         logger.warning("fp16 gradient overflow: %s step(s) skipped and drawn again (not counted as steps)",
                        ", ".join(f"{stage} {n}" for stage, n in skipped.items()))

@@ -237,5 +237,4 @@ def optimize(fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tensor, conf
     logger.info("drag phase: %d denoising steps, %d supervision steps, %d trackings, stop: %s",
                 outcome.drag_steps_run, outcome.supervision_steps, outcome.trackings, outcome.stop_reason)
     return stages.DragOutcome(run.latent, run.source, edit.t_index + outcome.drag_steps_run, run.handles,
-                              run.trajectory, outcome.supervision_steps, run.frames if config.animation else None,
-                              skipped=run.stepper.skipped)
+                              run.trajectory, outcome.supervision_steps, run.frames if config.animation else None)

@@ -23,6 +23,12 @@ from PIL import Image
 from .types import DragError
 
 
+# The method settings each piece depends on (besides the image, prompt, model and seed): the identity LoRA sees the
+# working image (its size: max_side) and its own settings; the inversion adds the schedule and the depth.
+LORA_FIELDS = ("max_side", "lora_steps", "lora_rank", "lora_lr", "lora_batch_size", "lora_weight_decay")
+INVERSION_FIELDS = LORA_FIELDS + ("num_inference_steps", "inversion_strength")
+
+
 def image_digest(image: Image.Image) -> str:
     """A content hash of the image's pixels (size, mode and raw bytes: no encoding on the way)."""
     digest = hashlib.sha256(f"{image.size}{image.mode}".encode())
@@ -50,23 +56,33 @@ class PreparedImage:
 
     def check(self, model, request) -> None:
         """A one-line :class:`DragError` unless ``request`` edits this image with this prompt on this model."""
+        self.check_image(model, request.image, request.prompt)
+
+    def check_image(self, model, image: Image.Image, prompt: str) -> None:
+        """A one-line :class:`DragError` unless ``image`` with ``prompt`` on ``model`` is what was prepared."""
         if (model.name, str(model.dtype)) != (self.model, self.dtype):
             raise DragError(f"the image was prepared on {self.model} ({self.dtype}), not on {model.name} "
                             f"({model.dtype}): prepare it again")
-        if request.prompt != self.prompt:
+        if prompt != self.prompt:
             raise DragError("the image was prepared with another prompt: prepare it again")
-        if request.image.size != self.image.size or image_digest(request.image) != self.digest:
+        if image.size != self.image.size or image_digest(image) != self.digest:
             raise DragError("the request's image is not the prepared image: prepare it again")
+
+    def holds(self, config, seed: int) -> bool:
+        """Whether the identity LoRA (when ``config`` trains one) and z_{t*} for these settings are here: an edit
+        with them only drags and denoises. ``config`` as edits run it: the model family's defaults filled in
+        (:func:`dragkit.family.resolve`, as :meth:`DragEditor.check` does)."""
+        lora = config.lora_steps <= 0 or self.lora_key(config, seed) in self.loras
+        return lora and self.inversion_key(config, seed) in self.latents
 
     # --- keys: exactly the settings each piece depends on -------------------------------------------------------
     @staticmethod
     def lora_key(config, seed: int) -> tuple:
-        return (config.max_side, config.lora_steps, config.lora_rank, config.lora_lr, config.lora_batch_size,
-                config.lora_weight_decay, seed if config.lora_steps > 0 else None)
+        return tuple(getattr(config, name) for name in LORA_FIELDS) + (seed if config.lora_steps > 0 else None,)
 
     @classmethod
     def inversion_key(cls, config, seed: int) -> tuple:
-        return cls.lora_key(config, seed) + (config.num_inference_steps, config.inverted_steps)
+        return cls.lora_key(config, seed) + (config.num_inference_steps, config.inverted_steps)  # k from T·strength
 
     @classmethod
     def trajectory_key(cls, config, seed: int) -> tuple:

@@ -93,7 +93,6 @@ class DragOutcome:
     trajectory: list  # handles (row, col) at the start and after every tracking
     steps: int  # optimiser steps taken
     frames: Optional[list] = None  # animation frames, when the method records them
-    skipped: int = 0  # optimiser steps skipped by the fp16 gradient scaler (not counted in ``steps``)
 
 
 def working_size(size: tuple[int, int], multiple: int, max_side: Optional[int] = None) -> tuple[int, int]:

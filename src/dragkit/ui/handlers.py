@@ -26,21 +26,20 @@ from PIL import Image
 from ..checks import check_generation
 from ..config import GenerationConfig
 from ..errors import first_line
-from ..prepared import PreparedImage, image_digest
+from ..prepared import INVERSION_FIELDS, PreparedImage, image_digest
 from ..types import DragError, DragRequest, DragResult, EditCancelled
 from . import drawing, exchange, params as params_mod
 from . import session as ss
 from . import texts
 from .context import AppContext
-from .job import EditJob, PrepareJob, Progress, failure_text, prepared_has
+from .job import EditJob, PrepareJob, Progress, failure_text
 
 logger = logging.getLogger(__name__)
 
 Updates = dict[str, Any]
 
-# The method settings the preparation depends on (PreparedImage.inversion_key): changing one prepares again.
-PREPARE_FIELDS = ("lora_steps", "lora_rank", "lora_lr", "lora_batch_size", "lora_weight_decay", "num_inference_steps",
-                  "inversion_strength")
+# The method settings the preparation depends on (the prepared image's keys): changing one prepares again.
+PREPARE_FIELDS = INVERSION_FIELDS
 
 
 def session_key(request: Optional[gr.Request]) -> str:
@@ -224,7 +223,7 @@ def on_run(ctx: AppContext, form: dict[str, Any], request: gr.Request) -> Iterat
     if prepared is not None:
         if prepared is not current:
             kept["prepared"] = prepared
-        if prepared_has(prepared, edit.config, edit.seed):
+        if prepared.holds(edit.config, edit.seed):
             kept["prep_status"] = texts.ready(edit.config)
     if job.error is not None:
         yield {"status": failure_text(job.error), "view": view(edit.session), **kept}
@@ -329,7 +328,7 @@ class PrepareInput:
 
     def done(self, prepared: Optional[PreparedImage]) -> bool:
         """Whether ``prepared`` already holds this preparation."""
-        return self.same_image(prepared) and prepared_has(prepared, self.config, self.seed)
+        return self.same_image(prepared) and prepared.holds(self.config, self.seed)
 
 
 def gather_preparation(ctx: AppContext, form: dict[str, Any]) -> Optional[PrepareInput]:

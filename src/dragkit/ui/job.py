@@ -221,7 +221,8 @@ class EditJob(Job):
 class PrepareJob(Job):
     """``editor.prepare(image, prompt, config, seed=…, callback=…)`` in a worker thread. The result is the
     :class:`~dragkit.prepared.PreparedImage`: ``into`` (an earlier one of the same image and prompt, which keeps what
-    it held for other settings) with the new pieces added, or the new one."""
+    it held for other settings and lends it: another strength reuses its LoRA) with the new pieces added, or a new
+    one."""
 
     thread_name = "dragkit-prepare"
 
@@ -233,33 +234,8 @@ class PrepareJob(Job):
         self.result: Optional[PreparedImage] = None
 
     def call(self, callback: Callable[[ProgressEvent], None]) -> PreparedImage:
-        fresh = self.editor.prepare(self.image, self.prompt, self.config, seed=self.seed, callback=callback)
-        return merge_prepared(self.into, fresh)
-
-
-def merge_prepared(into: Optional[PreparedImage], fresh: PreparedImage) -> PreparedImage:
-    """``fresh``'s pieces added to ``into`` when both are of the same image, prompt and model (``into`` keeps what it
-    already held, e.g. the LoRA of other settings or GoodDrag's trajectories); otherwise ``fresh``. Called holding the
-    device lock, as every edit that fills a prepared image is."""
-    if into is None or into is fresh or (into.digest, into.prompt, into.model, into.dtype) != \
-            (fresh.digest, fresh.prompt, fresh.model, fresh.dtype):
-        return fresh
-    if into.posterior is None:
-        into.posterior = fresh.posterior
-    for name in ("loras", "latents", "undragged"):
-        mine = getattr(into, name)
-        for key, value in getattr(fresh, name).items():
-            mine.setdefault(key, value)
-    return into
-
-
-def prepared_has(prepared: Optional[PreparedImage], config: Any, seed: int) -> bool:
-    """Whether ``prepared`` holds the identity LoRA (when ``config`` trains one) and the inverted latent for
-    ``config``'s settings and ``seed``: an edit with them only drags and denoises."""
-    if prepared is None:
-        return False
-    lora = config.lora_steps <= 0 or PreparedImage.lora_key(config, seed) in prepared.loras
-    return lora and PreparedImage.inversion_key(config, seed) in prepared.latents
+        return self.editor.prepare(self.image, self.prompt, self.config, seed=self.seed, callback=callback,
+                                   prepared=self.into)
 
 
 @dataclass
