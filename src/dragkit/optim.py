@@ -3,7 +3,8 @@ float32 master copy, scaled while fp16 activations flow (a :class:`torch.amp.Gra
 
 In fp16 the scaler skips a step whose gradients overflowed (and halves its scale); such a step changed nothing, so it
 does not count as an optimisation step: loops ask :meth:`ScaledStepper.step` whether the step was applied, and report
-:attr:`ScaledStepper.skipped`. That question costs one host sync per step, in fp16 only (bf16 and fp32 never skip)."""
+:attr:`ScaledStepper.skipped`. That question costs two host reads per step (the scale before and after), in fp16
+only (bf16 and fp32 never skip)."""
 
 from __future__ import annotations
 
