@@ -66,6 +66,7 @@ def inputs(tmp_path):
     mask[8:40, 8:56] = 255
     Image.fromarray(mask).save(d / "mask.png")
     Image.new("L", (10, 10), 255).save(d / "small_mask.png")
+    Image.new("L", (10, 10), 0).save(d / "small_empty_mask.png")  # empty AND the wrong size: refused all the same
     dot = np.zeros((48, 64), np.uint8)
     dot[20, 30] = 255  # one painted pixel: no latent cell of the 8×6 latent grid
     Image.fromarray(dot).save(d / "dot_mask.png")
@@ -144,6 +145,7 @@ CLI_CASES = {
     "drag_duplicate_pairs": [*EDIT, "--drag", "10,10:20,12", "--out", f"{O}/e.png"],
     "drag_one_handle_two_targets": [*EDIT, "--drag", "10,10:30,30", "--out", f"{O}/e.png"],
     "mask_other_size": [*EDIT, "--mask", f"{I}/small_mask.png", "--out", f"{O}/e.png"],
+    "mask_other_size_empty": [*EDIT, "--mask", f"{I}/small_empty_mask.png", "--out", f"{O}/e.png"],
     "mask_covers_no_latent_cell": [*EDIT, "--mask", f"{I}/dot_mask.png", "--out", f"{O}/e.png"],
     "mask_not_an_image": [*EDIT, "--mask", f"{I}/text.png", "--out", f"{O}/e.png"],
     # request files and other inputs
@@ -246,6 +248,7 @@ API_CASES = {
     "mask_strings": lambda: DragRequest(_image(), [(1, 1)], [(2, 2)], np.full((48, 64), "x")),
     "mask_five_channels": lambda: DragRequest(_image(), [(1, 1)], [(2, 2)], np.ones((48, 64, 5))),
     "mask_other_size": lambda: DragRequest(_image(), [(1, 1)], [(2, 2)], np.ones((10, 10))),
+    "mask_other_size_empty": lambda: DragRequest(_image(), [(1, 1)], [(2, 2)], np.zeros((10, 10))),
     "prompt_a_list": lambda: DragRequest(_image(), [(1, 1)], [(2, 2)], prompt=["a"]),
 }
 

@@ -168,3 +168,18 @@ def test_without_the_mask_term_dragdiffusion_stops_the_forward_at_the_feature_bl
     drag_forwards = calls["last_block"] - inversion - denoising  # with the mask term: every forward runs it all
     assert drag_forwards in (masked.steps, masked.steps + 1)  # one per Adam step (+ the one that found it done)
     assert result.steps > 0
+
+
+def test_two_working_sizes_never_share_a_disk_cached_lora(tiny_model, tmp_path):
+    """Issue 22: the on-disk LoRA key is built from the same settings as the in-memory one (max_side included), so a
+    LoRA trained on the 64² working image is not reused for the 32² one — and it is reused for 64² again."""
+    from dragkit.lora import LoraCache
+
+    editor = DragEditor(tiny_model, lora_cache=LoraCache(tmp_path / "loras"))
+    request = DragRequest(image(7), [(20, 20)], [(30, 24)], prompt="p")
+    full = small("dragdiffusion", max_side=64)
+    first = editor.edit(request, full)
+    half = editor.edit(request, dataclasses.replace(full, max_side=32))
+    again = editor.edit(request, full)
+    assert not first.lora_cached and not half.lora_cached and again.lora_cached
+    assert len(list((tmp_path / "loras").glob("*.safetensors"))) == 2

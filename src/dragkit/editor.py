@@ -21,7 +21,7 @@ from .family import resolve as resolve_family_defaults
 from .freeu import freeu
 from .generation import Generation, generate
 from .hub import DEFAULT_MODEL
-from .io import image_bytes, to_rgb
+from .io import to_rgb
 from .lora import LoraCache, frozen_lora, train_identity_lora
 from .models import DiffusionModel
 from .prepared import PreparedImage
@@ -188,10 +188,7 @@ class DragEditor:
         weights = reuse.loras.get(key)
         disk_key = None
         if weights is None and self.lora_cache is not None:
-            style = (model.style_lora["sha256"], model.style_lora["scale"]) if model.style_lora else ()
-            disk_key = LoraCache.key(image_bytes(reuse.image), reuse.prompt, model.name, str(model.dtype),
-                                     config.lora_steps, config.lora_rank, config.lora_lr, config.lora_batch_size,
-                                     config.lora_weight_decay, seed, *style)
+            disk_key = reuse.disk_lora_key(model, config, seed)
             weights = self.lora_cache.get(disk_key)
         if weights is not None:
             reuse.loras[key] = weights

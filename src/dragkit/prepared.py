@@ -88,6 +88,15 @@ class PreparedImage:
     def trajectory_key(cls, config, seed: int) -> tuple:
         return cls.inversion_key(config, seed) + (config.feature_block, config.supervision_scale)
 
+    def disk_lora_key(self, model, config, seed: int) -> str:
+        """The identity LoRA's key in an on-disk :class:`~dragkit.lora.LoraCache`: this image (its digest), prompt,
+        model (name, dtype, style LoRA) and exactly the settings of :meth:`lora_key` — the one list of what a LoRA
+        depends on, so two working sizes of one image (``max_side``) never share a cached LoRA."""
+        from .lora import LoraCache  # lora imports torch/peft helpers; keep this module light
+
+        style = (model.style_lora["sha256"], model.style_lora["scale"]) if model.style_lora else ()
+        return LoraCache.key(self.digest, self.prompt, self.model, self.dtype, *style, *self.lora_key(config, seed))
+
     def trajectory(self, config, seed: int) -> dict:
         """GoodDrag's undragged trajectory for these settings (filled by the first edit that computes it)."""
         return self.undragged.setdefault(self.trajectory_key(config, seed), {})

@@ -58,6 +58,9 @@ class DragRequest:
         object.__setattr__(self, "targets", _points(self.targets, "target"))
         if self.mask is not None:
             mask = mask_from_array(self.mask)
+            w, h = self.image.size
+            if mask.shape != (h, w):  # before the empty-mask notice: a wrong-size mask is refused, empty or not
+                raise DragError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {w}x{h}")
             if mask.size and not mask.any():
                 logger.warning("the mask is empty (all zero): the whole image is editable, as DragBench reads it")
                 mask = None
