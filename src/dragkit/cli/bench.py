@@ -5,6 +5,7 @@
     dragkit bench report runs/dd runs/gd --out report --metrics md,m-md,if,if-bg,dai --repeats 3
     dragkit bench shapes --method dragdiffusion --method gooddrag --n 100 --out runs/shapes --ablations
     dragkit bench shapes --method dragdiffusion --sweep inversion_strength=0.5,0.6,0.7,0.8 --n 30 --out runs/sweep
+    dragkit bench shapes --out runs/shapes --rescore              # re-measure a finished run from its saved images
     dragkit bench dragbench --data DragBench --out runs/dd --ray auto --gpus-per-worker 1     # on a Ray cluster
 
 Each benchmark is a sub-command added by one function in ``SUBCOMMANDS``; every dataset of
@@ -111,26 +112,32 @@ def _add_report(sub) -> None:
 
 
 def _add_shapes(sub) -> None:
-    from ..shapes.bench import METHODS
+    from ..shapes.bench import method_names
 
     p = sub.add_parser("shapes", help="move-this-object tasks with ground truth, on the toy shapes model",
                        description="Seeded tasks 'move this object by this offset' on procedural scenes; measures "
-                                   "drag error, background PSNR and shape IoU against the exact ground truth. Writes "
-                                   "DIR/summary.json, results.jsonl, table.md, table.csv, plot.png and the edited "
-                                   "images; re-running resumes. The identity row (no edit) is always included.")
-    p.add_argument("--method", dest="methods", action="append", choices=METHODS, default=None,
+                                   "drag error, background PSNR, shape IoU, ghost and hole PSNR against the exact "
+                                   "ground truth. Writes DIR/summary.json, results.jsonl, table.md, table.csv, "
+                                   "plot.png and the edited images; re-running resumes. The identity row (no edit) is "
+                                   "always included.")
+    p.add_argument("--method", dest="methods", action="append", choices=method_names(), default=None,
                    help="method to run (repeatable; default: dragdiffusion and gooddrag)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="config override, applied to every method that has the field (repeatable)")
     p.add_argument("--ablations", action="store_true",
                    help="add the ablation rows of each method (no-lora, no-refattn; GoodDrag also no-ipms, no-aldd)")
-    p.add_argument("--n", type=positive_int, default=100, help="number of tasks (default: %(default)s)")
+    p.add_argument("--n", type=positive_int, default=None,
+                   help="number of tasks (default: 100; with --rescore: every task in DIR)")
     p.add_argument("--seed", type=int, default=0, help="task set and LoRA-noise seed (default: %(default)s)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--lora-cache", default=None, metavar="DIR", help="identity-LoRA cache (default: DIR/lora_cache)")
     p.add_argument("--sweep", dest="sweeps", action="append", default=[], metavar="FIELD=v1,v2,...",
                    help="one row per value of a config field, for every method that has it, and sweep_FIELD.png "
                         "(repeatable: each field swept on its own; replaces the plain method rows)")
+    p.add_argument("--rescore", action="store_true",
+                   help="edit nothing and load no model: recompute every record's metrics in DIR from its saved "
+                        "images, rewrite results.jsonl and the summary files (the summary over the first --n tasks, "
+                        "default every task in DIR); the method options are not used")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_model_options(p, default_model=None, default_model_help="the shipped shapes model")
     add_cluster_options(p)
@@ -269,6 +276,9 @@ def run_shapes(args: argparse.Namespace) -> int:
     from ..shapes.tasks import make_tasks
     from .common import ProgressBars
 
+    if args.rescore:
+        return rescore_shapes(args)
+    args.n = args.n or 100
     variants = build_variants(args.methods or ["dragdiffusion", "gooddrag"], args.overrides, args.ablations,
                               args.sweeps)
     model = None
@@ -296,5 +306,20 @@ def run_shapes(args: argparse.Namespace) -> int:
             if pool is not None:
                 pool.close()
     bars.close()
+    print((out / "table.md").read_text().split("\n\n", 2)[-1].rstrip())
+    return 0 if summary else 1
+
+
+def rescore_shapes(args: argparse.Namespace) -> int:
+    """``bench shapes --rescore``: re-measure the run in ``--out`` from its saved images; prints its table."""
+    from ..shapes.bench import rescore_run
+
+    unused = [name for name, given in (("--method", args.methods), ("--set", args.overrides),
+                                       ("--ablations", args.ablations), ("--sweep", args.sweeps)) if given]
+    if unused:
+        logger.warning("--rescore re-measures every record in %s as it is: %s not used", args.out, ", ".join(unused))
+    out = Path(args.out)
+    task_ids = None if args.n is None else [f"{i:03d}" for i in range(args.n)]
+    summary = rescore_run(out, task_ids)
     print((out / "table.md").read_text().split("\n\n", 2)[-1].rstrip())
     return 0 if summary else 1

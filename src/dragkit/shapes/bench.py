@@ -3,7 +3,12 @@
 One model load, then for every variant (a labelled method config; ``identity`` = the input returned unchanged, the
 baseline row) and every task (:mod:`dragkit.shapes.tasks`): edit, save ``DIR/<variant>/<task id>.png``, measure
 (:mod:`dragkit.shapes.metrics`) and append one JSON line to ``DIR/results.jsonl``. Then ``summary.json`` (means per
-variant), ``table.md``, ``table.csv`` and ``plot.png`` (per-task drag error vs background PSNR, means marked).
+variant, and the standard error of the means of :data:`ERROR_METRICS`), ``table.md`` (those four as mean ± standard
+error), ``table.csv`` and ``plot.png`` (per-task drag error vs background PSNR, means marked). Methods: ``identity``
+and every method of the registry :data:`dragkit.config.METHODS` (:func:`method_names`, read when called).
+
+Re-scoring (:func:`rescore_run`, ``--rescore``): every record's metrics recomputed from its saved image and the task
+rebuilt from its scene seed — no model — so that metrics added later apply to earlier runs.
 
 Resuming: pairs (variant, task) already in ``results.jsonl`` are skipped, so re-running the same command continues,
 and a larger ``--n`` extends a run (the first k tasks of a task set never change). ``DIR/run.json`` records the task
@@ -11,7 +16,7 @@ seed, the model and each variant's config; a different config under an existing 
 is refused before any work. The summary covers the requested tasks for every variant recorded in the folder.
 
 Ablations (:data:`ABLATIONS`, ``--ablations``), each a set of config changes on top of the method's (overridden)
-config, labelled ``<method>-<ablation>``:
+config, labelled ``<method>-<ablation>`` (a method without an entry has none):
 
 - ``no-lora``: no identity LoRA (``lora_steps=0``);
 - ``no-refattn``: no reference-latent-control while denoising (``reference_attention=false``);
@@ -40,18 +45,25 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from ..benchmark.rundir import check_run_dir, write_run_meta
+from .. import config as method_registry
 from ..config import apply_overrides, config_fields, config_to_dict, configs_with_overrides, default_config
 from ..io import atomic_path, save_image_atomic, save_json_atomic
 from ..types import DragError
 from .metrics import drag_metrics
-from .tasks import ShapeTask
+from .scenes import random_scene
+from .tasks import ShapeTask, task_from_scene
 
 logger = logging.getLogger(__name__)
 
 IDENTITY = "identity"
-METHODS = (IDENTITY, "dragdiffusion", "gooddrag")
 RESULTS, SUMMARY = "results.jsonl", "summary.json"
-SUMMARY_METRICS = ("drag_error_px", "drag_error_fraction", "background_psnr", "shape_iou")
+SUMMARY_METRICS = ("drag_error_px", "drag_error_fraction", "background_psnr", "shape_iou", "ghost", "hole_psnr")
+ERROR_METRICS = ("drag_error_fraction", "background_psnr", "ghost", "hole_psnr")  # also "<metric>_se" in summaries
+
+
+def method_names() -> tuple[str, ...]:
+    """What ``--method`` accepts: ``identity`` and every method registered in :data:`dragkit.config.METHODS` now."""
+    return (IDENTITY, *method_registry.METHODS)
 
 ABLATIONS: dict[str, list[tuple[str, Callable[[Any], dict]]]] = {
     "dragdiffusion": [
@@ -115,9 +127,10 @@ def build_variants(methods: list[str], overrides: list[str], ablations: bool = F
     ablation rows. With ``sweeps`` ("FIELD=v1,v2,…" each) the method rows are the sweep rows instead."""
     import dataclasses
 
-    unknown = [m for m in methods if m not in METHODS]
+    known = method_names()
+    unknown = [m for m in methods if m not in known]
     if unknown:
-        raise DragError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
+        raise DragError(f"unknown method {unknown[0]!r}; choose from {', '.join(known)}")
     if sweeps and ablations:
         raise DragError("--sweep and --ablations make different tables: run them into separate folders")
     drag_methods = [m for m in dict.fromkeys(methods) if m != IDENTITY]
@@ -129,7 +142,7 @@ def build_variants(methods: list[str], overrides: list[str], ablations: bool = F
         variants.append(Variant(method, method, config))
         if ablations:
             variants += [Variant(f"{method}-{name}", method, dataclasses.replace(config, **change(config)))
-                         for name, change in ABLATIONS[method]]
+                         for name, change in ABLATIONS.get(method, [])]
     return variants
 
 
@@ -247,14 +260,70 @@ def _run_on_pool(pool, pairs: list[tuple[Variant, ShapeTask]], out_dir: Path, se
         report(variant.label, task.task_id, "done")
 
 
+# --- re-scoring a finished run --------------------------------------------------------------------------------------
+
+def task_of_record(record: dict, size: int) -> ShapeTask:
+    """The task of a ``results.jsonl`` record, rebuilt from its scene seed (``size`` px scenes); a
+    :class:`DragError` when the record's handle or target is not that task's (another task generator)."""
+    seed = record["scene_seed"]
+    task = task_from_scene(random_scene(seed, size), seed, record["task_id"])
+    if task is None or [list(task.handle), list(task.target)] != [list(record["handle"]), list(record["target"])]:
+        raise DragError(f"task {record['task_id']} (scene {seed}): its handle and target are not those of the "
+                        f"shapes task of that scene")
+    return task
+
+
+def rescore_run(out_dir: str | Path, task_ids: Optional[Sequence[str]] = None) -> dict:
+    """Recompute the metrics of every record of the run folder ``out_dir`` from its saved image
+    (``DIR/<variant>/<task id>.png``), rewrite ``results.jsonl`` atomically (every other field kept), then the summary
+    files over ``task_ids`` (default: every task in the folder); returns the summary. No model is loaded. A
+    :class:`DragError` for a folder that is not a shapes run, a missing image, or ``results.jsonl`` changing while it
+    is re-scored (a run writing into the folder: re-score when it has finished)."""
+    from PIL import Image
+
+    out_dir = Path(out_dir)
+    path = out_dir / RESULTS
+    if not (out_dir / "run.json").is_file() or not path.is_file():
+        raise DragError(f"{out_dir}: not a shapes run folder (no run.json or {RESULTS})")
+    meta = json.loads((out_dir / "run.json").read_text())
+    records = read_results(out_dir)
+    if not records:
+        raise DragError(f"{path}: no records to re-score")
+    before = path.read_bytes()
+    tasks: dict[tuple[int, int], ShapeTask] = {}
+    for record in records:
+        image_path = out_dir / record["variant"] / f"{record['task_id']}.png"
+        if not image_path.is_file():
+            raise DragError(f"{image_path}: missing, cannot re-score {record['variant']} task {record['task_id']}")
+        with Image.open(image_path) as image:
+            edited = np.asarray(image.convert("RGB"))
+        key = (record["scene_seed"], edited.shape[0])
+        if key not in tasks:
+            tasks[key] = task_of_record(record, edited.shape[0])
+        task = tasks[key]
+        record["metrics"] = drag_metrics(task.image(), edited, task.scene, task.index, task.offset)
+    if path.read_bytes() != before:
+        raise DragError(f"{path} changed while re-scoring (is a run writing into {out_dir}?); nothing rewritten")
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    logger.info("%s: re-scored %d records", out_dir, len(records))
+    ids = sorted({r["task_id"] for r in records}) if task_ids is None else list(task_ids)
+    return write_summary(out_dir, ids, [IDENTITY, *meta.get("variants", {})])
+
+
 # --- summary, tables, plot -----------------------------------------------------------------------------------------
 
 def summarize(records: list[dict]) -> dict:
-    """Means of the metrics over ``records`` of one variant, plus n, objects lost and seconds per edit."""
+    """Means of the metrics over ``records`` of one variant (None and NaN values skipped; None when none is left),
+    the standard error of the mean of each of :data:`ERROR_METRICS` (``<metric>_se``), plus n, ``vacated_n`` (the
+    tasks whose move vacated a measurable region: those with a ghost value), objects lost and seconds per edit."""
     out: dict = {"n": len(records)}
     for key in SUMMARY_METRICS:
-        values = [r["metrics"][key] for r in records if r["metrics"].get(key) is not None]
-        out[key] = statistics.fmean(values) if values else None
+        mean, error = mean_and_error([r["metrics"].get(key) for r in records])
+        out[key] = mean
+        if key in ERROR_METRICS:
+            out[f"{key}_se"] = None if mean is None else error
+    out["vacated_n"] = sum(r["metrics"].get("ghost") is not None for r in records)
     out["objects_lost"] = sum(bool(r["metrics"].get("object_lost")) for r in records)
     seconds = [r["timings"]["total"] for r in records if r.get("timings", {}).get("total") is not None]
     out["seconds_per_edit"] = statistics.fmean(seconds) if seconds else None
@@ -271,22 +340,40 @@ def write_summary(out_dir: Path, task_ids: list[str], order: list[str]) -> dict:
     summary = {label: summarize(rs) for label, rs in by_label.items() if rs}
     methods = {r["variant"]: r["method"] for r in records}
     save_json_atomic(summary, out_dir / SUMMARY)
-    rows = [[label, methods[label], *table_cells(s)] for label, s in summary.items()]
     with atomic_path(out_dir / "table.md") as tmp:
-        tmp.write_text(to_markdown(rows))
-    write_csv(rows, out_dir / "table.csv")
+        tmp.write_text(to_markdown([[label, methods[label], *table_cells(s)] for label, s in summary.items()]))
+    write_csv([[label, methods[label], *csv_cells(s)] for label, s in summary.items()], out_dir / "table.csv")
     plot_error_vs_background({label: by_label[label] for label in summary}, out_dir / "plot.png")
     plot_sweeps(records, out_dir)
     return summary
 
 
 TABLE_COLUMNS = ("variant", "method", "n", "drag error (px)", "drag error / requested", "background PSNR (dB)",
-                 "shape IoU", "objects lost", "s / edit")
+                 "shape IoU", "ghost", "hole PSNR (dB)", "objects lost", "s / edit")
+CSV_COLUMNS = ("variant", "method", "n", "drag_error_px", "drag_error_fraction", "drag_error_fraction_se",
+               "background_psnr", "background_psnr_se", "shape_iou", "ghost", "ghost_se", "hole_psnr", "hole_psnr_se",
+               "vacated_n", "objects_lost", "seconds_per_edit")
+
+
+def with_error(s: dict, key: str) -> str:
+    """A table cell "mean ± standard error" of ``key`` (the mean alone when the summary has no ``<key>_se``, as in
+    summaries written before it existed; "–" when there is no mean)."""
+    from ..benchmark.report import format_value
+
+    mean, error = s.get(key), s.get(f"{key}_se")
+    if mean is None or error is None:
+        return format_value(mean)
+    return f"{format_value(mean)} ± {error:.2g}"
 
 
 def table_cells(s: dict) -> list:
-    return [s["n"], s["drag_error_px"], s["drag_error_fraction"], s["background_psnr"], s["shape_iou"],
-            s["objects_lost"], s["seconds_per_edit"]]
+    return [s["n"], s["drag_error_px"], with_error(s, "drag_error_fraction"), with_error(s, "background_psnr"),
+            s["shape_iou"], with_error(s, "ghost"), with_error(s, "hole_psnr"), s["objects_lost"],
+            s["seconds_per_edit"]]
+
+
+def csv_cells(s: dict) -> list:
+    return [s.get(key) for key in CSV_COLUMNS[2:]]
 
 
 def to_markdown(rows: list[list]) -> str:
@@ -296,7 +383,10 @@ def to_markdown(rows: list[list]) -> str:
              "Drag error: distance between the moved object's centroid (found by its colour) and where it should be "
              "(↓; / requested: as a fraction of the requested distance, identity = 1). Background PSNR: outside the "
              "object's old and new footprints (↑, capped at 60 dB). Shape IoU: with the original shape translated "
-             "(↑).", "",
+             "(↑). Ghost: fraction of the vacated interior (old footprint outside the new one + 2 px) still showing "
+             "the object's colour (↓; a copy instead of a move, identity = 1). Hole PSNR: the vacated footprint "
+             "against the ground-truth moved scene (↑, capped at 60 dB). Mean ± standard error over the tasks; "
+             "ghost and hole PSNR over the tasks whose move vacates a region.", "",
              "| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
     lines += ["| " + " | ".join(format_value(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
@@ -307,7 +397,7 @@ def write_csv(rows: list[list], path: Path) -> None:
 
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["variant", "method", "n", *SUMMARY_METRICS, "objects_lost", "seconds_per_edit"])
+        writer.writerow(CSV_COLUMNS)
         writer.writerows([["" if v is None else v for v in row] for row in rows])
 
 

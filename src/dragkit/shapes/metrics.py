@@ -17,6 +17,21 @@ Every scene is known exactly (:mod:`dragkit.shapes.scenes`), so each metric comp
   small shape changes), capped at :data:`PSNR_CAP` dB so that an unchanged background (identity) is finite.
 - **shape IoU**: IoU of the object mask with the original shape translated by the offset (coverage ≥ 0.5 of the
   re-rendered moved shape).
+
+Two metrics of what a move leaves behind, over the **vacated region**: the object's old footprint minus its new
+footprint dilated by :data:`FOOTPRINT_MARGIN` px (so that a slightly misplaced or blurred object at its target, and
+the anti-aliased edge of the new footprint, do not count). Both are None when the region has fewer than
+:data:`MIN_VACATED_PIXELS` px (a move too short to vacate anything; summaries skip them):
+
+- **ghost**: the fraction of the vacated *interior* — old coverage exactly 1, so no anti-aliased edge pixel — that
+  the object mask (the nearest-reference rule above, on the edited image) still finds: a copy instead of a move.
+  Identity → 1 (exactly: those pixels are the object's colour), a perfect move → 0 (exactly: they are background),
+  the object drawn at both places → 1, a smear along the path → the fraction of the interior it covers.
+- **hole PSNR**: PSNR (dB, capped at :data:`PSNR_CAP`) over the vacated footprint — old coverage > 0, edges
+  included, since in the ground truth every one of those pixels changed — between the edited image and the
+  ground-truth moved scene (the object re-rendered at its target: the true background there, or whatever else the
+  scene has there; :func:`moved_render`). Identity → low (the object's colour against the background), a perfect
+  move → :data:`PSNR_CAP`. Unlike background PSNR, which compares with the input, this compares with the answer.
 """
 
 from __future__ import annotations
@@ -26,11 +41,12 @@ from typing import Optional
 
 import numpy as np
 
-from .scenes import Scene, coverage_centroid, render_background, shape_coverage
+from .scenes import Scene, coverage_centroid, render, render_background, replace_shape, shape_coverage
 
 PSNR_CAP = 60.0  # dB; an 8-bit image differing in one pixel by one level over 64² pixels is ≈ 84 dB, so 60 = "same"
 FOOTPRINT_MARGIN = 2  # px added around the old and new footprints before measuring the background
 LOST_FRACTION = 0.1  # fewer object-coloured pixels than this fraction of the original area: the object is lost
+MIN_VACATED_PIXELS = 8  # a vacated region (interior for ghost, footprint for hole PSNR) smaller than this: None
 
 
 def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -104,6 +120,7 @@ def drag_metrics(original: np.ndarray, edited: np.ndarray, scene: Scene, index: 
         centroid = np.array(coverage_centroid(found.astype(np.float32)))
         error = float(np.linalg.norm(centroid - expected))
     footprints = dilate((old_cov > 0) | (new_cov > 0), FOOTPRINT_MARGIN)
+    interior, vacated = vacated_regions(old_cov, new_cov)
     return {
         "drag_error_px": error,
         "drag_error_fraction": error / requested if requested > 0 else float("nan"),
@@ -112,4 +129,30 @@ def drag_metrics(original: np.ndarray, edited: np.ndarray, scene: Scene, index: 
         "object_lost": lost,
         "object_centroid": None if centroid is None else [float(v) for v in centroid],
         "expected_centroid": [float(v) for v in expected],
+        "ghost": ghost_fraction(found, interior),
+        "hole_psnr": None if vacated.sum() < MIN_VACATED_PIXELS else
+        psnr(edited, moved_render(scene, index, offset), vacated),
     }
+
+
+def vacated_regions(old_cov: np.ndarray, new_cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(interior, footprint) of the region an object vacates, from its old and new coverage (H×W in [0, 1]): the
+    pixels of old coverage exactly 1 (interior) and > 0 (footprint) outside the new footprint (coverage > 0) dilated
+    by :data:`FOOTPRINT_MARGIN` px."""
+    outside_new = ~dilate(np.asarray(new_cov) > 0, FOOTPRINT_MARGIN)
+    old_cov = np.asarray(old_cov)
+    return (old_cov >= 1.0) & outside_new, (old_cov > 0) & outside_new
+
+
+def ghost_fraction(found: np.ndarray, interior: np.ndarray) -> Optional[float]:
+    """Fraction of the vacated ``interior`` (H×W bool) where the object mask ``found`` still finds the object; None
+    when the interior has fewer than :data:`MIN_VACATED_PIXELS` px."""
+    interior = np.asarray(interior, bool)
+    count = int(interior.sum())
+    return None if count < MIN_VACATED_PIXELS else float(np.asarray(found, bool)[interior].sum() / count)
+
+
+def moved_render(scene: Scene, index: int, offset: tuple[float, float]) -> np.ndarray:
+    """The ground truth of a drag: ``scene`` with object ``index`` translated by ``offset``, H×W×3 uint8 (as
+    :meth:`dragkit.shapes.tasks.ShapeTask.moved_scene` renders)."""
+    return render(replace_shape(scene, index, scene.shapes[index].moved(*offset)))
