@@ -12,7 +12,7 @@ from typing import Callable, Iterator, Optional
 import torch
 from PIL import Image
 
-from . import dragdiffusion, gooddrag, stages
+from . import dragdiffusion, fastdrag, gooddrag, stages
 from .animation import draw_points
 from .checks import check_edit, check_finite, check_generation, check_image_size, check_steps, guard_progress
 from .config import METHODS, DragDiffusionConfig, GenerationConfig, MethodConfig
@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 OPTIMIZE: dict[str, Callable[..., stages.DragOutcome]] = {
     "dragdiffusion": dragdiffusion.optimize,
     "gooddrag": gooddrag.optimize,
+    "fastdrag": fastdrag.optimize,  # not an optimisation: the one-step warp
 }
 
 
@@ -114,18 +115,19 @@ class DragEditor:
             with frozen_lora(model.unet, config.lora_rank, weights), freeu(model.unet, *freeu_setting):
                 with _timed(timings, "inversion"):
                     if generation is None:
-                        z_t, inversion_cached = self.inverted(edit, reuse, config, callback, seed)
+                        z_t, kv, inversion_cached = self.inverted(edit, reuse, config, callback, seed)
                         edit.undragged = reuse.trajectory(config, seed)
                     else:
                         z_t, inversion_cached = generation.latent_at(edit.t_index).to(model.device), False
+                        kv = stages.generation_kv(model, edit, generation.latents) if config.copies_kv else None
                     check_finite(z_t, "inversion")
                 with _timed(timings, "optimization"), torch.enable_grad(), \
                         stages.feature_model(model, edit, config.feature_block) as fm:
                     outcome = OPTIMIZE[config.method](fm, edit, z_t, config, callback)
                     check_finite(outcome.latent, "latent optimisation", "lower latent_lr?")
-                with _timed(timings, "denoising"):
+                with _timed(timings, "denoising"):  # attention control: a source branch's (blocks) or saved K/V (kv)
                     blocks = tuple(config.reference_attention_blocks) if config.reference_attention else None
-                    latent = check_finite(stages.denoise(model, edit, outcome, blocks, callback), "denoising")
+                    latent = check_finite(stages.denoise(model, edit, outcome, blocks, callback, kv), "denoising")
                     image = stages.to_pil(check_finite(model.decode(latent), "VAE decoding"), request.size)
         return _result(edit, outcome, image, latent, config, (lora_cached, inversion_cached), timings, skipped)
 
@@ -207,18 +209,23 @@ class DragEditor:
         return weights, False
 
     def inverted(self, base: stages.WorkingImage | stages.Edit, reuse: PreparedImage, config: MethodConfig,
-                 callback: Optional[ProgressCallback] = None, seed: int = 0) -> tuple[torch.Tensor, bool]:
-        """(z_{t*}: the working image DDIM-inverted to t* under the attached LoRA, whether it was reused from
-        ``reuse``). A reuse is reported as one ``ProgressEvent("inversion", k, k, cached=True)``."""
+                 callback: Optional[ProgressCallback] = None,
+                 seed: int = 0) -> tuple[torch.Tensor, Optional[stages.SavedKV], bool]:
+        """(z_{t*}: the working image DDIM-inverted to t* under the attached LoRA; the decoder self-attention K/V the
+        inversion saved when ``config.copies_kv`` (FastDrag), else None; whether they were reused from ``reuse``).
+        A reuse is reported as one ``ProgressEvent("inversion", k, k, cached=True)``."""
         key = reuse.inversion_key(config, seed)
-        z_t = reuse.latents.get(key)
-        if z_t is not None:
+        z_t, kv = reuse.latents.get(key), reuse.kv.get(key) if config.copies_kv else None
+        if z_t is not None and (kv is not None or not config.copies_kv):
             if callback is not None:
                 callback(ProgressEvent("inversion", base.inverted_steps, base.inverted_steps, cached=True))
-            return z_t, True
-        z_t = stages.invert(self.model, base, self.posterior(base, reuse)[0], callback)
+            return z_t, kv, True
+        kv = {} if config.copies_kv else None
+        z_t = stages.invert(self.model, base, self.posterior(base, reuse)[0], callback, record_kv=kv)
         reuse.latents[key] = z_t
-        return z_t, False
+        if kv is not None:
+            reuse.kv[key] = kv
+        return z_t, kv, False
 
 
 def _counting_skips(callback: Optional[ProgressCallback], skipped: dict[str, int]) -> ProgressCallback:
