@@ -106,6 +106,12 @@ class MethodConfig:
         """k = round(T·strength), with Python's round (half to even) as the reference: 0.7→35, 0.75→38."""
         return round(self.num_inference_steps * self.inversion_strength)
 
+    @property
+    def copies_kv(self) -> bool:
+        """Whether the inversion saves the decoder self-attention keys/values and the final denoising uses them
+        instead of its own (FastDrag's consistency-preserving strategy) — the alternative to reference attention."""
+        return False
+
 
 @dataclass(frozen=True)
 class DragDiffusionConfig(MethodConfig):
@@ -152,8 +158,42 @@ class GoodDragConfig(MethodConfig):
     method = "gooddrag"
 
 
+@dataclass(frozen=True)
+class FastDragConfig(MethodConfig):
+    """FastDrag (Zhao et al., NeurIPS 2024): one-step latent warpage (LWF) + bilateral nearest-neighbour interpolation
+    (BNNI) of the inverted latent, then denoising with the inversion's self-attention keys/values; no optimisation.
+    Defaults as the official benchmark (``run_fast_drag.py``, "continuous drag", commit def3c4e; golden README §10.3).
+    The latent-optimisation fields it inherits are unused."""
+
+    num_inference_steps: int = param(10, "T: DDIM steps of the full schedule (reference: 10; 901, 801, …, 1)",
+                                     min=1, max=1000)
+    inversion_strength: float = param(0.7, "round(T·strength) inverted steps (0.7 → 7 → t* = 601): the warped "
+                                           "latent lives at t*", min=0, max=1, open=True)
+    reference_attention: bool = param(False, "mutual self-attention while denoising (reference: a MasaCtrl editor is "
+                                             "built but never registered: off); cannot be combined with kv_copy")
+    lora_steps: int = param(0, "fine-tuning steps of the identity LoRA (reference \"continuous drag\": none; 0 = no "
+                               "LoRA)", min=0, max=100_000)
+    kv_copy: bool = param(True, "consistency-preserving strategy (paper §3.4): the decoder self-attention uses the "
+                                "keys/values the inversion saved at the same timestep instead of its own (reference: "
+                                "on)")
+    confine_to_mask: bool = param(False, "LWF relocation: drop a moved value whose destination lies outside the mask "
+                                         "(reference: off — it overwrites that latent pixel)")
+
+    method = "fastdrag"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.reference_attention and self.kv_copy:
+            raise DragError("reference_attention and kv_copy both control the decoder self-attention: turn one off")
+
+    @property
+    def copies_kv(self) -> bool:
+        return self.kv_copy
+
+
 # The registry: method name → config class (the optimisation each runs: dragkit.editor.OPTIMIZE).
-METHODS: dict[str, type[MethodConfig]] = {"dragdiffusion": DragDiffusionConfig, "gooddrag": GoodDragConfig}
+METHODS: dict[str, type[MethodConfig]] = {"dragdiffusion": DragDiffusionConfig, "gooddrag": GoodDragConfig,
+                                          "fastdrag": FastDragConfig}
 
 
 def method_names() -> list[str]:

@@ -48,6 +48,7 @@ class PreparedImage:
     posterior: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # VAE (mean, std) × scaling factor, float32
     loras: dict = field(default_factory=dict)  # lora_key → weights (CPU float32) or None
     latents: dict = field(default_factory=dict)  # inversion_key → z_{t*} (float32, on the device)
+    kv: dict = field(default_factory=dict)  # inversion_key → the inversion's saved K/V (FastDrag; dragkit.kv_copy)
     undragged: dict = field(default_factory=dict)  # trajectory_key → {t: (F_orig[t], x̄_{t−1})}
 
     @classmethod
@@ -73,7 +74,8 @@ class PreparedImage:
         with them only drags and denoises. ``config`` as edits run it: the model family's defaults filled in
         (:func:`dragkit.family.resolve`, as :meth:`DragEditor.check` does)."""
         lora = config.lora_steps <= 0 or self.lora_key(config, seed) in self.loras
-        return lora and self.inversion_key(config, seed) in self.latents
+        key = self.inversion_key(config, seed)
+        return lora and key in self.latents and (not config.copies_kv or key in self.kv)
 
     # --- keys: exactly the settings each piece depends on -------------------------------------------------------
     @staticmethod

@@ -52,16 +52,29 @@ def controlled_layer_names(unet, blocks: Sequence[int]) -> list[str]:
     return [n for n in unet.attn_processors if (m := pattern.match(n)) and int(m.group(1)) in blocks]
 
 
+def decoder_self_attention_names(unet) -> list[str]:
+    """Processor names of every decoder self-attention layer (``up_blocks.*.…attn1``), SD-1.5 and SDXL alike."""
+    return controlled_layer_names(unet, range(len(unet.up_blocks)))
+
+
+@contextmanager
+def installed_processors(unet, processors: dict) -> Iterator[None]:
+    """``processors`` ({processor name: processor}) installed on ``unet`` for the ``with`` block, every other layer
+    keeping its own; the original processors are restored on exit, also on exceptions."""
+    original = unet.attn_processors
+    unet.set_attn_processor({name: processors.get(name, p) for name, p in original.items()})
+    try:
+        yield
+    finally:
+        unet.set_attn_processor(original)
+
+
 @contextmanager
 def reference_attention(unet, blocks: Sequence[int] = (2, 3)) -> Iterator[MutualSelfAttentionProcessor]:
     """Install mutual self-attention on the decoder self-attention of ``up_blocks[blocks]``; restore on exit."""
-    original = unet.attn_processors
-    controlled = set(controlled_layer_names(unet, blocks))
+    controlled = controlled_layer_names(unet, blocks)
     if not controlled:
         raise ValueError(f"no self-attention layers found in up_blocks {tuple(blocks)}")
     processor = MutualSelfAttentionProcessor()
-    unet.set_attn_processor({name: processor if name in controlled else p for name, p in original.items()})
-    try:
+    with installed_processors(unet, dict.fromkeys(controlled, processor)):
         yield processor
-    finally:
-        unet.set_attn_processor(original)

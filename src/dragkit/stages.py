@@ -32,6 +32,7 @@ from . import sampling
 from .ddim import ddim_invert, make_scheduler, start_index
 from .features import FeatureMap, FeaturesReady, capture_features, supervision_size
 from .guidance import TextConditioning
+from .kv_copy import SavedKV, kv_copy  # noqa: F401  (SavedKV: the type of an inversion's saved K/V)
 from .models import DiffusionModel
 from .reference_attention import reference_attention
 from .types import DragRequest, ProgressCallback, ProgressEvent
@@ -212,24 +213,54 @@ def encode(model: DiffusionModel, edit: Edit | WorkingImage) -> tuple[torch.Tens
 
 
 def invert(model: DiffusionModel, edit: Edit | WorkingImage, z0: torch.Tensor,
-           callback: Optional[ProgressCallback] = None) -> torch.Tensor:
-    """DDIM-invert ``z0`` by ``edit.inverted_steps`` steps to t*. Returns z_{t*} in float32."""
+           callback: Optional[ProgressCallback] = None, record_kv: Optional[SavedKV] = None) -> torch.Tensor:
+    """DDIM-invert ``z0`` by ``edit.inverted_steps`` steps to t*. Returns z_{t*} in float32. With ``record_kv`` (a
+    dict to fill), the decoder self-attention K/V of each inversion call are saved into it under its timestep
+    (FastDrag's consistency-preserving strategy, :mod:`dragkit.kv_copy`)."""
 
     def on_step(i, t, _x):
         if callback is not None:
             callback(ProgressEvent("inversion", i + 1, edit.inverted_steps, timestep=int(t)))
 
-    return ddim_invert(lambda x, t: unet_eps(model, x, t, edit.text), edit.scheduler, z0, edit.inverted_steps, on_step)
+    with kv_copy(model.unet, "record", record_kv) if record_kv is not None else nullcontext():
+        return ddim_invert(lambda x, t: unet_eps(model, x, t, edit.text), edit.scheduler, z0, edit.inverted_steps,
+                           on_step)
+
+
+@torch.no_grad()
+def generation_kv(model: DiffusionModel, edit: Edit, latents: torch.Tensor) -> SavedKV:
+    """The K/V an inversion of a generated image would save, from its generation's step latents (``latents[i]`` at
+    timesteps[i], ``latents[T]`` the final one): for each denoising timestep t_i from t* on, the UNet at t_i on the
+    latent one level below, ``latents[i + 1]`` — as the DDIM inversion queries the UNet at the destination t with
+    the latent still at the level below. Under CFG the saved batch is [uncond, cond] (the denoising's layout)."""
+    saved: SavedKV = {}
+    timesteps = edit.scheduler.timesteps.tolist()
+    with kv_copy(model.unet, "record", saved):
+        for i in range(edit.t_index, len(timesteps)):
+            unet_eps(model, latents[i + 1:i + 2].to(model.device), timesteps[i], edit.text)
+    return saved
+
+
+def attention_control(model: DiffusionModel, blocks: Optional[tuple[int, ...]] = None,
+                      kv: Optional[SavedKV] = None):
+    """The denoising's attention control: reference attention on the decoder ``blocks`` (the batch is [source,
+    edited] pairs: DragDiffusion, GoodDrag), K/V replacement from ``kv`` (FastDrag), or none."""
+    if blocks and kv is not None:
+        raise ValueError("reference attention and K/V copy both control the decoder self-attention: choose one")
+    if blocks:
+        return reference_attention(model.unet, blocks)
+    return kv_copy(model.unet, "replace", kv) if kv is not None else nullcontext()
 
 
 def denoising(model: DiffusionModel, edit: Edit, z: torch.Tensor, from_index: int,
-              blocks: Optional[tuple[int, ...]] = None) -> Iterator[torch.Tensor]:
+              blocks: Optional[tuple[int, ...]] = None, kv: Optional[SavedKV] = None) -> Iterator[torch.Tensor]:
     """Denoise the batch ``z`` from ``timesteps[from_index]`` to the end, yielding it after every step. With
-    ``blocks``, ``z`` is a [source, edited] pair under reference attention on those decoder blocks (installed for as
-    long as the generator runs: close it, e.g. with :func:`contextlib.closing`, when stopping early)."""
+    ``blocks``, ``z`` is a [source, edited] pair under reference attention on those decoder blocks; with ``kv``, the
+    decoder self-attention uses those saved keys/values of each step's timestep (:func:`attention_control`; installed
+    for as long as the generator runs: close it, e.g. with :func:`contextlib.closing`, when stopping early)."""
     timesteps = edit.scheduler.timesteps[from_index:].tolist()
     solver = sampling.restarted(edit.scheduler, from_index)  # DDIM: stateless; DPM-Solver++: a fresh multistep state
-    with torch.no_grad(), (reference_attention(model.unet, blocks) if blocks else nullcontext()):
+    with torch.no_grad(), attention_control(model, blocks, kv):
         for t in timesteps:
             out = unet_eps(model, z, t, edit.text)
             z = solver.step(out, t, z, return_dict=False)[0].to(z.dtype)
@@ -237,12 +268,13 @@ def denoising(model: DiffusionModel, edit: Edit, z: torch.Tensor, from_index: in
 
 
 def denoise(model: DiffusionModel, edit: Edit, outcome: DragOutcome, blocks: Optional[tuple[int, ...]],
-            callback: Optional[ProgressCallback] = None) -> torch.Tensor:
+            callback: Optional[ProgressCallback] = None, kv: Optional[SavedKV] = None) -> torch.Tensor:
     """The edit's final stage: denoise ``outcome.latent`` to the end — beside its source branch under reference
-    attention on ``blocks`` (reference-latent-control), or alone when ``blocks`` is None. Returns the edited latent."""
+    attention on ``blocks`` (reference-latent-control), alone with the inversion's keys/values ``kv`` (FastDrag's
+    K/V copy), or alone when both are None. Returns the edited latent."""
     z = torch.cat([outcome.source, outcome.latent]) if blocks else outcome.latent
     total = len(edit.scheduler.timesteps) - outcome.start_index
-    with closing(denoising(model, edit, z, outcome.start_index, blocks)) as steps:
+    with closing(denoising(model, edit, z, outcome.start_index, blocks, kv)) as steps:
         for i, z in enumerate(steps):
             if callback is not None:
                 t = int(edit.scheduler.timesteps[outcome.start_index + i])
