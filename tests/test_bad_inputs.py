@@ -186,6 +186,12 @@ CLI_CASES = {
     "generate_device_tpu9": ["generate", "--prompt", "x", "--model", M, "--device", "tpu9", "--out", f"{O}/g.png"],
     # the web app and the example
     "ui_max_side_too_small": ["ui", "--model", M, "--max-side", "8"],
+    # FastDrag: K/V copy and reference attention both control the decoder self-attention
+    "fastdrag_with_reference_attention": ["edit", f"{I}/photo.png", "--drag", "10,10:20,12", "--model", M, "--method",
+                                          "fastdrag", "--set", "reference_attention=true", "--no-progress", "--out",
+                                          f"{O}/e.png"],
+    "fastdrag_unknown_field": ["edit", f"{I}/photo.png", "--drag", "10,10:20,12", "--model", M, "--method",
+                               "fastdrag", "--set", "optimization_steps=3", "--no-progress", "--out", f"{O}/e.png"],
     "shapes_example_not_png": ["shapes", "example", "--out", f"{O}/scene.jpg"],
 }
 # unreadable images: name → file in the inputs folder
