@@ -16,7 +16,7 @@ from dragkit.hub import DIFT_MODEL
 from dragkit.metrics.drag_back import drag_back, drag_back_fidelity, reverse_request
 from dragkit.metrics.lpips import LPIPS, background_fidelity, image_fidelity
 from dragkit.metrics.mean_distance import DiftFeaturizer, hub_revision, point_distances
-from dragkit.metrics.seeds import sample_seed
+from dragkit.metrics.seeds import dift_seeds, sample_seed
 from dragkit.types import DragError, DragRequest, DragResult
 
 
@@ -25,10 +25,12 @@ def test_the_default_dift_model_is_the_maintained_copy():
 
 
 def test_seeds_are_a_stable_hash_of_the_sample_id():
-    expected = int.from_bytes(hashlib.sha256(b"dift\0animals/JH_1\0" + b"2").digest()[:8], "big") % 2 ** 31
-    assert sample_seed("dift", "animals/JH_1", 2) == expected  # the same on every machine and Python
-    seeds = {sample_seed(kind, sid, r) for kind in ("dift", "judge") for sid in ("a", "b") for r in range(3)}
-    assert len(seeds) == 12 and all(0 <= s < 2 ** 31 for s in seeds)
+    expected = int.from_bytes(hashlib.sha256(b"dift-edited\0animals/JH_1\0" + b"2").digest()[:8], "big") % 2 ** 31
+    assert sample_seed("dift-edited", "animals/JH_1", 2) == expected  # the same on every machine and Python
+    assert dift_seeds("animals/JH_1", 2) == (sample_seed("dift-original", "animals/JH_1", 2), expected)
+    kinds = ("dift-original", "dift-edited", "judge")
+    seeds = {sample_seed(kind, sid, r) for kind in kinds for sid in ("a", "b") for r in range(3)}
+    assert len(seeds) == 18 and all(0 <= s < 2 ** 31 for s in seeds)  # the two images' DIFT noise: never shared
 
 
 # --- m-MD: the match searched only inside the editable region --------------------------------------------------------
@@ -162,7 +164,9 @@ def test_report_repeats_seeds_and_the_new_metrics(run, tmp_path, lpips):
                     lpips_factory=lambda: lpips, repeats=3, editor_factory=lambda model: editor)
     [report] = evaluate_runs([load_run(run)], ev)
     s0 = report["samples"]["s0"]
-    assert s0["seeds"] == {"dift": [sample_seed("dift", "s0", r) for r in range(3)], "drag_back": 3}
+    assert s0["seeds"] == {"dift_original": [dift_seeds("s0", r)[0] for r in range(3)],
+                           "dift_edited": [dift_seeds("s0", r)[1] for r in range(3)], "drag_back": 3}
+    assert dift.seeds[:2] == list(dift_seeds("s0", 0))  # the original with its seed, the edited image with its own
     assert len(s0["md_distances_by_repeat"]) == 3 and len(s0["m_md_distances"]) == 1
     per_repeat = [statistics.fmean(d for s in ("s0", "s1") for d in report["samples"][s]["md_distances_by_repeat"][r])
                   for r in range(3)]
@@ -191,6 +195,59 @@ def test_a_sample_is_scored_the_same_whatever_else_is_evaluated(run, tmp_path):
     (run / "s0" / "result.json").unlink()  # s1 alone: the official evaluator's folder-wide seed would shift it
     alone = evaluate_runs([load_run(run)], Evaluators(("md",), dift_factory=FakeDift))[0]["samples"]["s1"]
     assert alone == both
+
+
+# --- DIFT noise: the original and the edited image get independent draws (issue 24) -------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_dift(tmp_path_factory):
+    from dragkit.models import DiffusionModel
+    from dragkit.testing import save_tiny_model
+
+    model = DiffusionModel.from_pretrained(str(save_tiny_model(tmp_path_factory.mktemp("tiny") / "m")), device="cpu")
+    return DiftFeaturizer(model, ensemble=2)
+
+
+def test_md_of_an_identity_edit_is_not_the_no_move_distance(tiny_dift, tmp_path):
+    """Shared noise gives an unchanged image the same features twice: every handle matches its own pixel and MD is
+    exactly the no-move distance |handle − target|. The report draws the two images' noise independently (as the
+    official evaluator), so on a random model the identity edit's matches move and MD differs from it."""
+    run = tmp_path / "identity"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"dataset": "dragbench", "method": "dragdiffusion", "seed": 0}))
+    original = _image(7, (64, 64))
+    handles, targets = [[10, 12], [40, 20], [30, 50], [55, 55]], [[20, 12], [30, 30], [30, 40], [45, 50]]
+    _sample(run, "c/s", original, original, handles, targets, np.ones((64, 64), np.uint8))
+    no_move = [math.dist(h, t) for h, t in zip(handles, targets)]
+    seed_original, seed_edited = dift_seeds("c/s")
+    shared = tiny_dift.features(original, "", seed=seed_original)
+    assert point_distances(shared, shared, handles, targets, (64, 64)) == no_move  # the bias, exactly
+
+    [report] = evaluate_runs([load_run(run)], Evaluators(("md",), dift_factory=lambda: tiny_dift))
+    sample = report["samples"]["c/s"]
+    assert sample["seeds"] == {"dift_original": [seed_original], "dift_edited": [seed_edited]}
+    assert seed_original != seed_edited
+    expected = point_distances(shared, tiny_dift.features(original, "", seed=seed_edited), handles, targets, (64, 64))
+    assert sample["md_distances"] == expected != no_move  # fails when the two images share one noise draw
+
+
+def test_a_resized_run_is_marked_as_measured_in_resized_pixels(run, tmp_path):
+    meta = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**meta, "resize": 16}))
+    ev = Evaluators(("md",), dift_factory=FakeDift)
+    [report] = evaluate_runs([load_run(run)], ev)
+    assert report["resize"] == 16 and "not comparable to published MD" in report["md_pixels"]
+    write_report([report], tmp_path / "rep", ev.describe())
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "**run: resized pixels.** Run with `--resize 16`" in md and "not comparable to published MD" in md
+    assert "independent noise (seeds `dift-original` and `dift-edited`" in md
+    rows = (tmp_path / "rep" / "report.csv").read_text().splitlines()
+    assert rows[0].endswith(",resize") and rows[1].endswith(",16")
+    (run / "run.json").write_text(json.dumps(meta))  # not resized: "original" pixels, no note, an empty column
+    [report] = evaluate_runs([load_run(run)], ev)
+    write_report([report], tmp_path / "rep2", ev.describe())
+    assert report["md_pixels"] == "original" and "resized pixels" not in (tmp_path / "rep2" / "report.md").read_text()
+    assert (tmp_path / "rep2" / "report.csv").read_text().splitlines()[1].endswith(",")
 
 
 def test_dift_model_errors_name_what_was_tried_and_the_option(monkeypatch, tmp_path):

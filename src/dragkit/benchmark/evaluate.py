@@ -5,7 +5,9 @@
   ``drag-back`` (a second edit per sample, on the run's method, config, seed and model or ``--model``).
 - Randomness is seeded per sample from a stable hash of its id (:mod:`dragkit.metrics.seeds`), never the order the
   samples are listed in; ``repeats`` > 1 evaluates DIFT and the judge that many times with seeds 0…N−1 of that hash,
-  and the report gives mean ± std over the repeats (:func:`dragkit.benchmark.report.aggregate`).
+  and the report gives mean ± std over the repeats (:func:`dragkit.benchmark.report.aggregate`). DIFT gives the
+  original and the edited image independent noise (seeds ``dift-original`` and ``dift-edited``), as the official
+  evaluator: shared noise would bias MD toward "did not move".
 - The editable region of a sample (m-MD, if-bg, drag-back) is the run's ``mask.png`` next to its result, or for runs
   written before it existed, the dataset's mask re-read (and resized as the run was).
 """
@@ -27,7 +29,7 @@ from PIL import Image
 
 from ..config import METHODS, config_fields, config_to_dict
 from ..io import load_image, load_mask, save_image_atomic, save_json_atomic
-from ..metrics.seeds import SEED_RULE, sample_seed
+from ..metrics.seeds import SEED_RULE, dift_seeds, sample_seed
 from ..types import DragError, DragRequest
 from .rundir import RUN_META
 from .runner import ERROR, RESULT
@@ -116,7 +118,8 @@ class Evaluators:
         return model
 
     def source_features(self, image: Image.Image, prompt: str, seed: int):
-        """DIFT features of an original image, computed once for all runs of the sample being evaluated."""
+        """DIFT features of an original image (``seed``: its own, ``dift-original``), computed once for all runs of the
+        sample being evaluated."""
         key = (hashlib.sha256(image.tobytes()).hexdigest(), image.size, prompt, seed)
         if key not in self._source_features:
             self._source_features[key] = self.get("md").features(image, prompt, seed=seed)
@@ -243,16 +246,19 @@ def _with_repeats(key: str, per_repeat: list, mean) -> dict:
 
 
 def dift_values(s: Sample, ev: Evaluators, seeds: dict) -> dict:
-    """MD and/or m-MD point distances, per pair averaged over the repeats (one DIFT pass serves both)."""
+    """MD and/or m-MD point distances, per pair averaged over the repeats (one DIFT pass serves both). Repeat r
+    featurizes the original with seed ``dift_seeds(sid, r)[0]`` and the edited image with ``[1]``: independent noise,
+    recorded as ``seeds["dift_original"]`` and ``seeds["dift_edited"]``."""
     from ..metrics.mean_distance import point_distances
 
     dift = ev.get("md")
-    seeds["dift"] = [sample_seed("dift", s.sid, r) for r in range(ev.repeats)]
+    pairs = [dift_seeds(s.sid, r) for r in range(ev.repeats)]
+    seeds["dift_original"], seeds["dift_edited"] = [p[0] for p in pairs], [p[1] for p in pairs]
     handles, targets = s.request["handles"], s.request["targets"]
     by: dict[str, list] = {"md": [], "m_md": []}
-    for seed in seeds["dift"]:
-        src = ev.source_features(s.original, s.prompt, seed)
-        dst = dift.features(s.edited, s.prompt, seed=seed)
+    for original_seed, edited_seed in pairs:  # independent noise for the two images (metrics.seeds)
+        src = ev.source_features(s.original, s.prompt, original_seed)
+        dst = dift.features(s.edited, s.prompt, seed=edited_seed)
         if "md" in ev.metrics:
             by["md"].append(point_distances(src, dst, handles, targets, s.size_hw))
         if "m-md" in ev.metrics:

@@ -5,6 +5,11 @@ Fidelity, background fidelity, DAI, the GScore-like judge and drag-back over ima
 aggregate of MD, m-MD and the judge also gets ``<metric>_std``: the sample standard deviation (n − 1) over the
 repeats of that aggregate (each repeat: the same samples with that repeat's seeds). The metrics of one sample are
 computed in :mod:`dragkit.benchmark.evaluate`.
+
+Seeding and units are stated in every report: the DIFT noise of the original and the edited image are independent
+draws, seeded from the sample id (:mod:`dragkit.metrics.seeds`); a run made with ``--resize W`` has its MD and m-MD
+in pixels of the resized images (``resize``, ``md_pixels`` in report.json, a ``resize`` column in report.csv, a note
+in report.md): not comparable to published MD, which is measured at the dataset's full size.
 """
 
 from __future__ import annotations
@@ -68,14 +73,23 @@ def aggregate(values: list[dict]) -> dict:
     return agg
 
 
+def md_pixels(resize: Optional[int]) -> str:
+    """What MD's pixels are for a run made with ``--resize`` ``resize`` (None: not resized)."""
+    if not resize:
+        return "original"
+    return f"resized to {resize} px wide: not comparable to published MD (full-size pixels)"
+
+
 def run_report(run: Run, per_sample: dict[str, tuple[Optional[str], dict]]) -> dict:
-    """The report entry of one run from its per-sample metric values {sample id: (category, values)}."""
+    """The report entry of one run from its per-sample metric values {sample id: (category, values)}; ``resize``
+    and ``md_pixels`` say whether its MD is in resized pixels."""
     values = [v for _, v in per_sample.values()]
     categories = sorted({c for c, _ in per_sample.values() if c})
     timings = [r["timings"]["total"] for r in run.results if r.get("timings", {}).get("total") is not None]
     return {
         "run": str(run.path), "label": run.label, "dataset": run.meta.get("dataset"), "method": run.meta.get("method"),
         "model": run.meta.get("model"), "seed": run.meta.get("seed"), "dai_normalisation": run.meta.get("dai"),
+        "resize": run.meta.get("resize"), "md_pixels": md_pixels(run.meta.get("resize")),
         "failed": run.failed,
         "seconds_per_sample": statistics.fmean(timings) if timings else None,
         "overall": aggregate(values),
@@ -128,14 +142,16 @@ def format_cell(scope: dict, metric: str) -> str:
 
 
 def describe_evaluation(evaluation: Optional[dict]) -> list[str]:
-    """Markdown lines on how the numbers were made: DIFT model and revision, repeats, seeds."""
+    """Markdown lines on how the numbers were made: DIFT model and revision, its noise seeding, repeats, seeds."""
     if not evaluation:
         return []
     lines = []
     dift = evaluation.get("dift")
     if dift:
         lines.append(f"DIFT: `{dift['model']}` (revision {dift.get('revision') or 'unknown'}), "
-                     f"t = {dift['timestep']}, up_blocks[{dift['block']}], {dift['ensemble']} noise draws.")
+                     f"t = {dift['timestep']}, up_blocks[{dift['block']}], {dift['ensemble']} noise draws; the "
+                     "original and the edited image get independent noise (seeds `dift-original` and `dift-edited` "
+                     "of the sample id), as the official evaluator.")
     lines.append(f"Repeats: {evaluation.get('repeats', 1)} (± = std over repeats, n − 1); seeds per sample: "
                  f"`{evaluation.get('seed_rule')}` — every seed is listed in report.json.")
     return lines + [""]
@@ -155,6 +171,11 @@ def to_markdown(reports: list[dict], evaluation: Optional[dict] = None) -> str:
         o = r["overall"]
         lines.append(f"| {r['label']} | {r['method']} | {o['samples']} | {o.get('pairs', '–')} | "
                      + " | ".join(format_cell(o, c) for c in cols) + " |")
+    for r in reports:
+        if r.get("resize"):
+            lines += ["", f"**{r['label']}: resized pixels.** Run with `--resize {r['resize']}`: MD and m-MD are in "
+                          f"pixels of images {r['resize']} px wide, not comparable to published MD (full-size "
+                          "pixels)."]
     failed = [(r["label"], r["failed"]) for r in reports if r["failed"]]
     for label, ids in failed:
         lines += ["", f"{label}: {len(ids)} failed sample(s) not counted: {', '.join(ids)}"]
@@ -170,16 +191,19 @@ def to_markdown(reports: list[dict], evaluation: Optional[dict] = None) -> str:
 
 
 def write_csv(reports: list[dict], path: Path) -> None:
+    """One row per run and scope (all, then each category); the last column, ``resize``, is the run's ``--resize``
+    width (empty: full size), i.e. whether its MD is in resized pixels."""
     stds = std_columns(reports)
     cols = [name for c in metric_columns(reports) for name in ([c, f"{c}_std"] if c in stds else [c])]
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["run", "method", "dataset", "category", "samples", "pairs", *cols])
+        writer.writerow(["run", "method", "dataset", "category", "samples", "pairs", *cols, "resize"])
         for r in reports:
             scopes = [("all", r["overall"]), *sorted(r["per_category"].items())]
             for cat, values in scopes:
                 writer.writerow([r["label"], r["method"], r["dataset"], cat, values.get("samples"),
-                                 values.get("pairs", ""), *["" if values.get(c) is None else values[c] for c in cols]])
+                                 values.get("pairs", ""), *["" if values.get(c) is None else values[c] for c in cols],
+                                 r.get("resize") or ""])
 
 
 def write_report(reports: list[dict], out_dir: str | Path, evaluation: Optional[dict] = None) -> list[Path]:

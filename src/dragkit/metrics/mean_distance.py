@@ -14,6 +14,11 @@ definition's (up to float rounding) at the cost of a few single-channel full-siz
 **m-MD** (DragLoRA, ``drag_bench_evaluation/run_eval_point_matching.py``): the same, with the match searched only
 among the pixels of the editable region (``region=`` the sample's mask), so that a handle cannot "match" in an
 unrelated part of the picture. DIFT's noise is seeded per sample (:mod:`.seeds`), so both share one feature pass.
+
+**Noise.** The original and the edited image get *independent* noise draws (the report seeds them ``dift-original``
+and ``dift-edited`` of the sample id, :func:`.seeds.dift_seeds`), as the official evaluator. With one shared draw an
+unchanged region has identical features in both images and every handle matches its own pixel, which biases MD toward
+"did not move" (an identity edit then scores exactly the no-move distance).
 """
 
 from __future__ import annotations
@@ -168,7 +173,8 @@ class DiftFeaturizer:
     ``features(image, prompt)`` → C×h×w float32: the output of ``unet.up_blocks[block]`` for the VAE posterior sample
     noised to ``timestep``, averaged over ``ensemble`` noise draws. The UNet forward stops right after that block.
     The noise is seeded per call (``seed``; the report derives it from the sample id, :mod:`.seeds`), so a sample's
-    features do not depend on which samples came before (the reference seeds once per evaluated folder).
+    features do not depend on which samples came before (the reference seeds once per evaluated folder). Give the
+    original and the edited image different seeds (:func:`.seeds.dift_seeds`): one seed for both shares their noise.
     """
 
     def __init__(self, model, timestep: int = 261, block: int = 1, ensemble: int = 8):
