@@ -38,7 +38,8 @@ def _add_dataset_runner(sub, dataset: str, title: str) -> None:
     p.add_argument("--shard", default=None, metavar="i/n", help="run only samples i, i+n, i+2n… (0 <= i < n)")
     p.add_argument("--limit", type=positive_int, default=None, metavar="N", help="only the first N samples")
     p.add_argument("--resize", type=positive_int, default=None, metavar="W",
-                   help="resize samples to W pixels wide first (quick runs; points and mask scaled)")
+                   help="resize samples to W pixels wide first (quick runs; points and mask scaled; MD is then in "
+                        "resized pixels, not comparable to published MD)")
     p.add_argument("--dai-plain", action="store_true",
                    help="DAI as the plain mean over pairs (default: the official code's double division by N)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -204,6 +205,8 @@ def run_dataset(args: argparse.Namespace) -> int:
         if pool is not None:
             pool.close()
     print(f"{out}: {len(summary.done)} edited, {len(summary.skipped)} already done, {len(summary.failed)} failed")
+    if args.resize:
+        print(f"{out}: resized to {args.resize} px wide: its MD is in resized pixels, not comparable to published MD")
     for sid, message in summary.failed.items():
         print(f"  failed {sid}: {message}", file=sys.stderr)
     return 1 if summary.failed else 0
