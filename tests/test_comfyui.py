@@ -27,7 +27,7 @@ from dragkit.types import DragError
 PACK = Path(nodes.__file__).parent
 EXAMPLES = PACK / "examples"
 FAST = dict(lora_steps=0, num_inference_steps=20)  # seconds per edit on the 64×64 shapes model, CPU
-HANDLE, TARGET = (50, 40), (34, 44)  # shapes task 2 (the example's scene): its object's centroid → the target, rounded
+HANDLE, TARGET = (50, 40), (34, 44)  # shapes task 2 (the example scene): object centroid → target, rounded
 
 
 @pytest.fixture(scope="module")
@@ -304,6 +304,18 @@ class LoadImage:
         return rgb, mask.unsqueeze(0)
 
 
+class LoadImageMask(LoadImage):
+    """ComfyUI's Load Image (as Mask): one channel of the file / 255 (alpha: 1 − alpha), [1,H,W]."""
+
+    RETURN_TYPES = ("MASK",)
+    FUNCTION = "load_image_mask"
+
+    def load_image_mask(self, image, channel):
+        im = Image.open(self.input_dir / image).convert("RGBA")
+        mask = torch.from_numpy(np.asarray(im.getchannel(channel[0].upper()), dtype=np.float32) / 255)
+        return ((1.0 - mask if channel == "alpha" else mask).unsqueeze(0),)
+
+
 class SaveImage:
     RETURN_TYPES = ()
     FUNCTION = "save_images"
@@ -343,7 +355,7 @@ def execute_api_prompt(prompt: dict, classes: dict) -> dict:
 
 def test_api_example_runs(editor, task, tmp_path):
     prompt = json.loads((EXAMPLES / "drag_shapes_api.json").read_text())
-    classes = dict(nodes.NODE_CLASS_MAPPINGS, LoadImage=LoadImage, SaveImage=SaveImage)
+    classes = dict(nodes.NODE_CLASS_MAPPINGS, LoadImage=LoadImage, LoadImageMask=LoadImageMask, SaveImage=SaveImage)
     LoadImage.input_dir, SaveImage.output_dir = EXAMPLES, tmp_path
     drag = next(n for n in prompt.values() if n["class_type"] == "DragkitDrag")
     drag["inputs"].update(FAST)  # the example runs the library's defaults; here a few seconds' worth
@@ -378,7 +390,8 @@ def test_ui_workflow_is_the_api_prompt():
     exactly the API example."""
     ui = json.loads((EXAMPLES / "drag_shapes_workflow.json").read_text())
     api = json.loads((EXAMPLES / "drag_shapes_api.json").read_text())
-    widgets = {"LoadImage": ["image", "upload"], "SaveImage": ["filename_prefix"]}
+    widgets = {"LoadImage": ["image", "upload"], "LoadImageMask": ["image", "channel", "upload"],
+               "SaveImage": ["filename_prefix"]}
     widgets.update({k: _widget_names(c) for k, c in nodes.NODE_CLASS_MAPPINGS.items()})
     links = {link[0]: link for link in ui["links"]}
     converted = {}

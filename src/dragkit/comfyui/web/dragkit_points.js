@@ -83,17 +83,22 @@ function setupNode(node) {
     const ctx = canvas.getContext("2d");
     const pts = current();
     if (state.img && state.width) {
-      canvas.width = state.width;
-      canvas.height = state.height;
+      // drawn in image pixels, at a resolution that keeps small images' points crisp
+      const k = Math.max(1, Math.ceil(512 / Math.max(state.width, state.height)));
+      canvas.width = state.width * k;
+      canvas.height = state.height * k;
+      ctx.setTransform(k, 0, 0, k, 0, 0);
+      ctx.imageSmoothingEnabled = k === 1;
       ctx.drawImage(state.img, 0, 0, state.width, state.height);
     } else {
+      ctx.setTransform(1, 0, 0, 1, 0, 0);
       ctx.fillStyle = "#222";
       ctx.fillRect(0, 0, canvas.width, canvas.height);
       ctx.fillStyle = "#aaa";
       ctx.font = "12px sans-serif";
       ctx.fillText("connect a Load Image node (or run once)", 8, 20);
     }
-    const r = Math.max(2, Math.round(Math.max(canvas.width, canvas.height) / 80));
+    const r = Math.max(state.width, state.height, 64) / 80 + 0.8;
     const dot = (p, colour) => {
       ctx.fillStyle = colour;
       ctx.beginPath();
