@@ -50,6 +50,7 @@ def test_dragbench_run_then_report(tiny, dragbench_dir, tmp_path):
                 "--resize", "64", "--no-progress", *FAST, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "2 edited, 0 already done, 0 failed" in r.stdout
+    assert "resized to 64 px wide: its MD is in resized pixels, not comparable to published MD" in r.stdout
     meta = json.loads((run / "run.json").read_text())
     assert meta["dataset"] == "dragbench" and meta["method"] == "dragdiffusion" and meta["resize"] == 64
     assert meta["config"]["optimization_steps"] == 2 and meta["dai"] == "official"
@@ -91,6 +92,8 @@ def test_dragbench_run_then_report(tiny, dragbench_dir, tmp_path):
     assert csv_rows[1].startswith("dd,dragdiffusion,dragbench,all,2,3,")
     md = (report / "report.md").read_text()
     assert "| dd | dragdiffusion | 2 | 3 |" in md and "![md_vs_if](md_vs_if.png)" in md
+    assert "**dd: resized pixels.** Run with `--resize 64`" in md and data["resize"] == 64  # not published-MD pixels
+    assert "original and the edited image get independent noise" in md
     for name in ("md_vs_if.png", "per_category_md.png", "per_category_if.png"):
         with Image.open(report / name) as im:
             assert im.format == "PNG" and im.size[0] > 200
