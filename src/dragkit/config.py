@@ -191,9 +191,23 @@ class FastDragConfig(MethodConfig):
         return self.kv_copy
 
 
+@dataclass(frozen=True)
+class SolidDragConfig(FastDragConfig):
+    """SolidDrag (dragkit's own, :mod:`dragkit.soliddrag`): FastDrag's inversion, K/V copy and denoising, with the
+    object under each handle moved whole — found in the UNet features, lifted out, its footprint filled from the
+    background, laid back at its full drag — instead of stretched by LWF. Defaults from the shapes-world ablation
+    (docs/shapes/soliddrag.md)."""
+
+    core_threshold: Optional[float] = param(None, "the object under a handle: connected latent pixels whose feature's "
+                                                  "cosine similarity to the handle's is ≥ this; None = Otsu's cut "
+                                                  "over the editable region", min=-1, max=1)
+
+    method = "soliddrag"
+
+
 # The registry: method name → config class (the optimisation each runs: dragkit.editor.OPTIMIZE).
 METHODS: dict[str, type[MethodConfig]] = {"dragdiffusion": DragDiffusionConfig, "gooddrag": GoodDragConfig,
-                                          "fastdrag": FastDragConfig}
+                                          "fastdrag": FastDragConfig, "soliddrag": SolidDragConfig}
 
 
 def method_names() -> list[str]:

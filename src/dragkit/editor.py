@@ -12,7 +12,7 @@ from typing import Callable, Iterator, Optional
 import torch
 from PIL import Image
 
-from . import dragdiffusion, fastdrag, gooddrag, stages
+from . import dragdiffusion, fastdrag, gooddrag, soliddrag, stages
 from .animation import draw_points
 from .checks import check_edit, check_finite, check_generation, check_image_size, check_steps, guard_progress
 from .config import METHODS, DragDiffusionConfig, GenerationConfig, MethodConfig
@@ -34,6 +34,7 @@ OPTIMIZE: dict[str, Callable[..., stages.DragOutcome]] = {
     "dragdiffusion": dragdiffusion.optimize,
     "gooddrag": gooddrag.optimize,
     "fastdrag": fastdrag.optimize,  # not an optimisation: the one-step warp
+    "soliddrag": soliddrag.optimize,  # the one-step warp with objects moved whole
 }
 
 
