@@ -129,8 +129,10 @@ def test_points_handlers_and_editor_echo(ctx):
     assert handlers.on_editor(app, {"background": image, "layers": []}, up["session"]) == {}  # an echo
     assert handlers.on_editor(app, None, ss.Session())["status"] == texts.NO_IMAGE
     assert handlers.on_editor(app, None, up["session"]) == {}
+    assert up["editor_in"]["brush"].default_size == 1  # a brush of the image's size (1/32 of its shorter side)
     assert handlers.on_undo(_session())["status"].endswith("Click the target of handle 1. Editable region: "
-                                                           "whole image.")
+                                                           "whole image (paint the part that may move with the "
+                                                           "brush, or the background may change too).")
     assert handlers.on_clear(_session())["session"].points == ()
     assert handlers.on_clear_image(_session()) == {"session": ss.Session(), "view": None, "status": texts.START,
                                                    "prepared": None}

@@ -82,7 +82,8 @@ def test_mask_from_brush_layers_and_warnings():
     assert ss.mask_from_layers([big], (96, 64))[15, 25] == 1
     s = ss.set_mask(s, m)
     s = ss.add_point(ss.add_point(s, (25, 15)), (80, 50))
-    assert ss.mask_warnings(s) == ["target 1 (80, 50) is outside the painted region"]
+    assert ss.mask_warnings(s) == ["target 1 (80, 50) lies outside the editable region of the mask: it cannot be "
+                                   "reached"]
     with pytest.raises(DragError, match="mask is 10x10"):
         ss.set_mask(s, np.ones((10, 10)))
     assert ss.set_mask(s, np.zeros((64, 96))).mask is None

@@ -9,6 +9,7 @@ enough for its UNet, a mask that covers at least one latent cell, a device that 
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Optional, Sequence
 
@@ -18,13 +19,17 @@ from .features import supervision_size
 from .stages import working_size
 from .types import DragError, ProgressCallback, ProgressEvent
 
+logger = logging.getLogger(__name__)
+
 # What a non-finite loss at each stage most likely means.
 HINTS = {"lora": "lower lora_lr?", "optimization": "lower latent_lr?"}
 STAGE_NAMES = {"lora": "identity LoRA", "optimization": "latent optimisation", "generation": "generation"}
 
 
-def check_edit(model, request, config) -> None:
-    """Everything about (request, config) that depends on the loaded model: a :class:`DragError` if it cannot run."""
+def check_edit(model, request, config, generation=None) -> None:
+    """Everything about (request, config) that depends on the loaded model: a :class:`DragError` if it cannot run;
+    then the :func:`edit_notices` of what may go wrong unnoticed, each logged once as a warning (every front end
+    shows them: the command line prints warnings, the web app shows the same list in its status)."""
     check_steps(model, config.num_inference_steps)
     check_blocks(model.unet, config)
     work = working_size(request.size, model.vae_scale_factor, config.max_side)
@@ -35,6 +40,52 @@ def check_edit(model, request, config) -> None:
                         f"{request.size[0]}x{request.size[1]} image")
     if request.mask is not None:
         check_mask_cells(request.mask, grid, (work[1] // model.vae_scale_factor, work[0] // model.vae_scale_factor))
+    for notice in edit_notices(model, request, config, generation):
+        logger.warning("%s", notice)
+
+
+NO_MASK_NOTICE = ("no mask: the whole image may change (backgrounds and textures drift too); paint the region that "
+                  "may move — a mask image, white (or opaque) = may change: `dragkit edit --mask FILE`, "
+                  "DragRequest(mask=...), or the web app's brush")
+
+
+def edit_notices(model, request, config, generation=None) -> list[str]:
+    """What may spoil an edit without stopping it, as one-line notices (empty when all is well): no mask on a real
+    photo, handles or targets outside the editable region (:func:`mask_notices`), and a working image smaller than
+    the input (:func:`size_notice`). ``config`` has its ``max_side`` resolved (the editor's :meth:`check` does it)."""
+    notices = mask_notices(request.mask, request.handles, request.targets, generated=generation is not None)
+    size = size_notice(request.size, model.vae_scale_factor, getattr(config, "max_side", None))
+    return notices + ([size] if size else [])
+
+
+def mask_notices(mask, handles, targets, generated: bool = False) -> list[str]:
+    """No ``mask`` (H×W, nonzero = editable) on a real (not ``generated``) image; each handle or target, (x, y)
+    pixels, outside the editable region (a handle there cannot move, a target there cannot be reached); when every
+    point is outside, the likely cause (an inverted mask: black-on-white)."""
+    if mask is None:
+        return [] if generated else [NO_MASK_NOTICE]
+    h, w = mask.shape[:2]
+    out, points = [], 0
+    for kind, pts in (("handle", handles), ("target", targets)):
+        for i, (x, y) in enumerate(pts):
+            points += 1
+            if not mask[min(max(int(round(y)), 0), h - 1), min(max(int(round(x)), 0), w - 1)]:
+                what = "it cannot move" if kind == "handle" else "it cannot be reached"
+                out.append(f"{kind} {i + 1} ({x:g}, {y:g}) lies outside the editable region of the mask: {what}")
+    if out and len(out) == points > 1:
+        out.append("every point lies outside the editable region: is the mask inverted? (white or opaque = may "
+                   "change)")
+    return out
+
+
+def size_notice(size: tuple[int, int], factor: int, max_side) -> str:
+    """A notice when the working image is smaller than the input (its longer side above ``max_side``): the sizes and
+    how to change it; "" otherwise."""
+    work = working_size(size, factor, max_side)
+    if work == working_size(size, factor):
+        return ""
+    return (f"the {size[0]}x{size[1]} image is edited at {work[0]}x{work[1]} (max_side={max_side}) and scaled back; "
+            f"for more detail, raise it: --set max_side=N (API: config max_side; web app: Advanced parameters)")
 
 
 def check_generation(model, config) -> None:

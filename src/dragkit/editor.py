@@ -169,7 +169,7 @@ class DragEditor:
         if generation is not None:
             config = generated_config(config, generation, request, self.model)
         config = resolve_family_defaults(config, self.model.family, self.model.default_size)
-        check_edit(self.model, request, config)
+        check_edit(self.model, request, config, generation)
         return config
 
     def posterior(self, base: stages.WorkingImage | stages.Edit,

@@ -23,12 +23,13 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from .. import checks
 from ..checks import check_generation
 from ..config import GenerationConfig
 from ..errors import first_line
 from ..prepared import INVERSION_FIELDS, PreparedImage, image_digest
 from ..types import DragError, DragRequest, DragResult, EditCancelled
-from . import drawing, exchange, params as params_mod
+from . import drawing, exchange, layout, params as params_mod
 from . import session as ss
 from . import texts
 from .context import AppContext
@@ -89,8 +90,12 @@ def on_editor(ctx: AppContext, value: Optional[dict], sess: ss.Session) -> Updat
             # An echo of what the session already holds (the editor's value set by an import or "Drag this image"
             # fires its change event late): leave the view and the status — e.g. "Done" — alone.
             return {}
-        # a new image drops the previous one's prepared image (its LoRA and latents) at once
-        return points_updates(masked) | ({"prepared": None} if new_image else {})
+        # a new image also drops the previous one's prepared image (its LoRA and latents) at once, and gets a brush
+        # of its size
+        if new_image:
+            return points_updates(masked) | {"prepared": None, "editor_in": gr.update(brush=layout.brush(
+                ss.brush_radius(np.asarray(background).shape[1::-1])))}
+        return points_updates(masked)
     except DragError as exc:
         return points_updates(sess, texts.error(exc))
     except Exception as exc:  # never let a bad upload take the server down
@@ -139,6 +144,7 @@ class EditInput:
     config: Any
     seed: int
     generation: Any = None  # the Generation the image came from (sent from the Generate tab, not changed since)
+    notices: tuple[str, ...] = ()  # the library's notices of this edit (no mask, points outside it, working size)
 
     @property
     def key(self) -> tuple:
@@ -149,7 +155,7 @@ class EditInput:
 
     @property
     def warnings(self) -> list[str]:
-        return ss.mask_warnings(self.session)
+        return list(self.notices)
 
 
 def gather(ctx: AppContext, form: dict[str, Any]) -> EditInput:
@@ -158,7 +164,19 @@ def gather(ctx: AppContext, form: dict[str, Any]) -> EditInput:
     if form["method"] not in ctx.params:
         raise DragError(f"unknown method {form['method']!r}")
     request = ss.build_request(sess, form["prompt"])
-    return EditInput(sess, request, method_config(ctx, form), parse_seed(form["seed"]), generation_of(form))
+    config, generation = method_config(ctx, form), generation_of(form)
+    return EditInput(sess, request, config, parse_seed(form["seed"]), generation,
+                     tuple(edit_notices(ctx, request, config, generation)))
+
+
+def edit_notices(ctx: AppContext, request: DragRequest, config: Any, generation: Any = None) -> list[str]:
+    """The library's notices of an edit (:func:`dragkit.checks.edit_notices`), worded for this page."""
+    model = getattr(ctx.editor, "model", None)
+    if model is not None:
+        notices = checks.edit_notices(model, request, config, generation)
+    else:  # an editor without a loaded model (tests): the mask's notices only
+        notices = checks.mask_notices(request.mask, request.handles, request.targets, generation is not None)
+    return [texts.NO_MASK if n == checks.NO_MASK_NOTICE else n for n in notices]
 
 
 def method_config(ctx: AppContext, form: dict[str, Any]) -> Any:

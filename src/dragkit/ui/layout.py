@@ -221,7 +221,7 @@ def _images_row() -> dict[str, Any]:
             editor_in = gr.ImageEditor(
                 label="Image and editable region", type="numpy", image_mode="RGBA", sources=["upload", "clipboard"],
                 transforms=[], layers=False, format="png", elem_id="input-editor",
-                brush=gr.Brush(colors=[("#ffffff", 0.75)], default_color=("#ffffff", 0.75), color_mode="fixed"),
+                brush=brush(),
                 eraser=gr.Eraser(), placeholder="Drop an image here (any size; very large ones are downscaled)")
         with gr.Column():
             view = gr.Image(label="Points: click a handle, then its target", interactive=False, format="png",
@@ -233,6 +233,13 @@ def _images_row() -> dict[str, Any]:
             result_img = gr.Image(label="Result (same size as the input)", interactive=False, format="png",
                                   elem_id="result", buttons=["download", "fullscreen"], height=320)
     return dict(editor_in=editor_in, view=view, undo_btn=undo_btn, clear_btn=clear_btn, result_img=result_img)
+
+
+def brush(radius: int | str = "auto") -> gr.Brush:
+    """The input editor's brush (white, fixed colour) of ``radius`` image pixels (:func:`.session.brush_radius` once
+    an image is set)."""
+    return gr.Brush(default_size=radius, colors=[("#ffffff", 0.75)], default_color=("#ffffff", 0.75),
+                    color_mode="fixed")
 
 
 def _exchange_row() -> dict[str, Any]:

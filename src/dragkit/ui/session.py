@@ -76,6 +76,12 @@ def upload_image(background: Image.Image | np.ndarray) -> Image.Image:
     return Image.fromarray(arr[..., :3].astype(np.uint8))
 
 
+def brush_radius(size: tuple[int, int]) -> int:
+    """The input editor's brush radius, in image pixels, for an image of ``size``: 1/32 of the shorter side (a 64-px
+    image gets 2 px, a 512-px one 16 px), so one stroke marks a part of the image, not most of it."""
+    return max(1, round(min(size) / 32))
+
+
 def set_image(session: Session, image: Image.Image, max_side: int = DEFAULT_MAX_SIDE) -> Session:
     """A new upload: keep it whole (never cropped), downscale if too large, forget mask and points."""
     fp = fingerprint(image)
@@ -159,15 +165,13 @@ def clear_points(session: Session) -> Session:
 
 
 def mask_warnings(session: Session) -> list[str]:
-    """Points lying outside the painted region (they cannot move / be reached while the rest is held fixed)."""
+    """Points lying outside the painted region (they cannot move / be reached while the rest is held fixed): the
+    library's :func:`dragkit.checks.mask_notices`, as the command line and the API get them."""
     if session.mask is None:
         return []
-    out = []
-    for i, (x, y) in enumerate(session.points):
-        if not session.mask[y, x]:
-            kind = "handle" if i % 2 == 0 else "target"
-            out.append(f"{kind} {i // 2 + 1} ({x}, {y}) is outside the painted region")
-    return out
+    from ..checks import mask_notices
+
+    return mask_notices(session.mask, session.handles, session.targets, generated=True)
 
 
 def build_request(session: Session, prompt: str = "") -> DragRequest:

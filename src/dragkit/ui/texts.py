@@ -29,6 +29,9 @@ INVERSION_REUSED = "no identity LoRA; inversion reused"
 LORA_TRAINED = "identity LoRA trained"
 NO_LORA = "no identity LoRA"
 GENERATED = "generated image: dragged from its saved latents, no identity LoRA, no inversion"
+# the library's no-mask notice (dragkit.checks.NO_MASK_NOTICE), in the page's words
+NO_MASK = ("no mask painted: the whole image may change (backgrounds and textures drift too); paint the region that "
+           "may move with the brush on the image, then Run")
 
 
 def error(exc: BaseException) -> str:
@@ -52,7 +55,9 @@ def points_status(sess: ss.Session) -> str:
         parts.append(f"Click the target of handle {pairs + 1}.")
     else:
         parts.append("Click a handle point." if not pairs else "Click another handle, or Run.")
-    parts.append("Editable region: painted." if sess.mask is not None else "Editable region: whole image.")
+    parts.append("Editable region: painted." if sess.mask is not None else
+                 "Editable region: whole image (paint the part that may move with the brush, or the background "
+                 "may change too).")
     text = " ".join(parts)
     warn = ss.mask_warnings(sess)
     if warn:
