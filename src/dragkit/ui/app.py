@@ -19,14 +19,19 @@ from typing import Any, Callable, Optional
 
 import gradio as gr
 
-from . import handlers, layout
+from ..errors import first_line
+from ..types import DragError
+from . import api, handlers, layout
 from . import params as params_mod
 from . import session as ss
 from .context import AppContext
 from .layout import CSS, Layout
 
-HIDDEN = {"show_progress": "hidden"}
-DEVICE = {"concurrency_limit": 1, "concurrency_id": "device", "show_progress": "minimal"}
+# The page's own events are private (not on the API page, not callable by gradio_client): a script uses the
+# named endpoints of wire_api.
+PRIVATE = {"api_visibility": "private"}
+HIDDEN = {"show_progress": "hidden", **PRIVATE}
+DEVICE = {"concurrency_limit": 1, "concurrency_id": "device", "show_progress": "minimal", **PRIVATE}
 BACKGROUND = {**DEVICE, "show_progress": "hidden"}  # the preparation: on the device, shown in its own line
 GRADIO_CACHE = (3600, 86400)  # every hour, delete Gradio's cached files older than a day
 
@@ -41,6 +46,7 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
     # after the server stops; dragkit's work folder goes when the server's process ends (AppContext).
     with gr.Blocks(title="dragkit — drag editing", delete_cache=GRADIO_CACHE) as demo:
         wire(layout.build(ctx.params, ctx.gen_params, method, seed), ctx)
+        wire_api(ctx, method)
         demo.unload(unload_handler(ctx))
     demo.queue(default_concurrency_limit=8)
     demo.dragkit_context = ctx
@@ -76,10 +82,11 @@ def wire(ui: Layout, ctx: AppContext) -> None:
         event.then(**wanted).then(**prepare)
 
     new_image = [*points, ui.prepared]
-    then_prepare(ui.editor_in.change(on(handlers.on_editor), [ui.editor_in, ui.session], new_image,
+    edited = [*new_image, ui.editor_in]  # the editor itself: a new image gets a brush of its size
+    then_prepare(ui.editor_in.change(on(handlers.on_editor), [ui.editor_in, ui.session], edited,
                                      trigger_mode="always_last", **HIDDEN))
     # The upload event carries the uploaded file itself; change events (brush strokes) carry canvas blobs.
-    then_prepare(ui.editor_in.upload(on(handlers.on_editor), [ui.editor_in, ui.session], new_image, **HIDDEN))
+    then_prepare(ui.editor_in.upload(on(handlers.on_editor), [ui.editor_in, ui.session], edited, **HIDDEN))
     then_prepare(ui.editor_in.clear(on(handlers.on_clear_image), [ui.session], new_image, **HIDDEN))
     ui.view.select(on(handlers.on_click), [ui.session], points, **HIDDEN)
     ui.undo_btn.click(on(handlers.on_undo), [ui.session], points, **HIDDEN)
@@ -97,17 +104,48 @@ def wire(ui: Layout, ctx: AppContext) -> None:
         ui.named("status", "view", "result_img", "compare", "trajectory", "downloads", "last_edit", "prepared",
                  "prep_status"), **DEVICE)
     ui.cancel_btn.click(on(handlers.on_cancel), [ui.session], ui.named("status", "view"), queue=False, **HIDDEN)
-    ui.export_btn.click(on(handlers.on_export), form, ui.named("downloads", "status"))
+    ui.export_btn.click(on(handlers.on_export), form, ui.named("downloads", "status"), **PRIVATE)
     then_prepare(ui.import_files.upload(
         on(handlers.on_import), [ui.import_files],
         [*ui.named("session", "editor_in", "view", "status", "method", "prompt", "prepared", "result_img",
-                   "downloads", "import_files"), *ui.param_widgets]))
+                   "downloads", "import_files"), *ui.param_widgets], **PRIVATE))
     ui.gen_btn.click(on(handlers.on_generate), {*ui.gen_widgets.values()},
                      ui.named("gen_status", "gen_img", "gen_state"), **DEVICE)
     then_prepare(ui.send_btn.click(
         on(handlers.on_send), [ui.gen_state],
         ui.named("session", "editor_in", "view", "status", "result_img", "prepared", "tabs", "gen_status"),
         **HIDDEN))
+
+
+def wire_api(ctx: AppContext, method: str) -> None:
+    """The named endpoints for scripts (:mod:`.api`): ``/drag`` and ``/methods``, on hidden components that give
+    them typed, labelled parameters; a mistake in the input is one line (a ``gr.Error``)."""
+    with gr.Group(visible=False):
+        inputs = [gr.Image(type="pil", image_mode="RGB", label="image"),
+                  gr.Image(type="pil", label="mask (white or opaque = may change; none = the whole image)"),
+                  gr.JSON(label='points {"handles": [[x, y], ...], "targets": [[x, y], ...]}'),
+                  gr.Textbox(label="prompt"),
+                  gr.Dropdown(ctx.methods, value=method, label="method"),
+                  gr.JSON(label="settings {config field: value}"),
+                  gr.Number(value=0, precision=0, label="seed")]
+        outputs = [gr.Image(type="pil", format="png", label="edited image"), gr.JSON(label="result record")]
+        methods_out = gr.JSON(label="methods and their settings")
+        drag_btn, methods_btn = gr.Button(visible=False), gr.Button(visible=False)
+
+    def drag(image, mask, points, prompt, method, settings, seed):
+        """Drag-edit an image: points {"handles": [[x, y], ...], "targets": [[x, y], ...]} in pixels of the image;
+        settings: config fields (see /methods). Returns the edited image and the result record (with notices)."""
+        try:
+            return api.drag(ctx, image, mask, points, prompt, method, settings, seed)
+        except DragError as exc:
+            raise gr.Error(first_line(exc)) from None
+
+    def methods():
+        """The drag methods and each one's settings (config fields) as this server starts them."""
+        return api.methods(ctx)
+
+    drag_btn.click(drag, inputs, outputs, api_name="drag", concurrency_limit=1, concurrency_id="device")
+    methods_btn.click(methods, None, methods_out, api_name="methods", queue=False)
 
 
 def unload_handler(ctx: AppContext) -> Callable:
