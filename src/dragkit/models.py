@@ -313,13 +313,18 @@ def detect_family(model: str, config: Optional[str] = None) -> str:
         with safe_open(str(path), framework="pt") as f:
             return "sdxl" if any(k.startswith("conditioner.embedders.1.") for k in f.keys()) else "sd"
     if not path.exists() and HUB_ID.match(model):
-        try:
-            from diffusers import DiffusionPipeline
+        from diffusers import DiffusionPipeline
 
-            name = DiffusionPipeline.load_config(model, local_files_only=offline()).get("_class_name", "")
-            return "sdxl" if "XL" in name else "sd"
-        except Exception:  # unreachable / not cached: loading reports it with a clear line
-            return "sd"
+        for local in (True, False):  # the cache first; the Hub only when it answers (no minute of retries)
+            if not local:
+                if offline():
+                    break
+                check_hub(model)  # one line, within seconds, when the Hub cannot be reached
+            try:
+                name = DiffusionPipeline.load_config(model, local_files_only=local).get("_class_name", "")
+                return "sdxl" if "XL" in name else "sd"
+            except Exception:  # not cached / not on the Hub: loading reports it with a clear line
+                continue
     return "sd"
 
 
@@ -419,12 +424,10 @@ def _check_checkpoint_format(path: Path, allow_pickle: bool) -> None:
         raise ModelLoadError(f"{path.name}: unsupported checkpoint format {suffix or '(none)'}; use .safetensors")
 
 
-def _from_hub(model_id: str, kwargs: dict, cls):
-    """Cached copy first; then the Hub with short timeouts, so an unreachable Hub fails within seconds."""
-    try:
-        return cls.from_pretrained(model_id, local_files_only=True, **kwargs)
-    except Exception:
-        pass
+def check_hub(model_id: str) -> None:
+    """A one-line :class:`ModelLoadError` at once when ``model_id`` cannot be fetched: ``HF_HUB_OFFLINE`` is set, or
+    the Hub does not answer within 5 s (one request, no retries — huggingface_hub's downloads retry for half a
+    minute, printing each retry)."""
     hint = (f"cannot fetch {model_id!r} from the Hugging Face Hub{' (HF_HUB_OFFLINE is set)' if offline() else ''}; "
             "download it once, or pass a local diffusers folder or a .safetensors file with --model PATH")
     if offline():
@@ -435,4 +438,13 @@ def _from_hub(model_id: str, kwargs: dict, cls):
         model_info(model_id, timeout=5)
     except Exception as exc:
         raise ModelLoadError(f"{hint} ({type(exc).__name__})") from None
+
+
+def _from_hub(model_id: str, kwargs: dict, cls):
+    """Cached copy first; then the Hub after :func:`check_hub`, so an unreachable Hub fails within seconds."""
+    try:
+        return cls.from_pretrained(model_id, local_files_only=True, **kwargs)
+    except Exception:
+        pass
+    check_hub(model_id)
     return cls.from_pretrained(model_id, **kwargs)

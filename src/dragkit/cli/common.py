@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Optional
@@ -14,6 +15,40 @@ from ..types import DragError, ProgressEvent
 
 SHAPES_MODEL = "shapes"  # --model shapes: the toy model shipped inside dragkit (dragkit/shapes/weights)
 SHAPES_XL_MODEL = "shapes-xl"  # --model shapes-xl: its SDXL-architecture twin (dragkit/shapes/weights_xl)
+
+
+THREADS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads N`` (every command has it, added by :func:`dragkit.cli.build_parser`)."""
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch CPU threads (default: 1, or OMP_NUM_THREADS when set; 0 = torch's choice, one "
+                             "per core). On a 2-core machine busy with other work, one thread was 14x faster than "
+                             "two (README: CPU threads)")
+
+
+def default_threads() -> int:
+    """The CPU threads when ``--threads`` is not given: OMP_NUM_THREADS when set, else 1 — on a busy machine more
+    threads than free cores wait on each other (a 10+10-step shapes edit: 87 s at torch's 2 threads, 6 s at 1,
+    load 5-6 on 2 cores); an idle many-core machine gains from ``--threads 0`` (torch's choice, one per core)."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() else 1
+
+
+def apply_threads(threads: Optional[int]) -> None:
+    """Set torch's CPU threads for this process (``threads``; None = :func:`default_threads`; 0 = torch's choice)
+    — for threads started later too (the web app's edits run in worker threads): the OpenMP variables are set
+    before torch is imported, and torch's own count when it already is."""
+    n = default_threads() if threads is None else threads
+    if n < 0:
+        raise DragError(f"--threads {n}: use a positive count, or 0 for torch's choice")
+    if n == 0:
+        return
+    for name in THREADS_ENV:
+        os.environ[name] = str(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
 
 
 def add_model_options(parser: argparse.ArgumentParser, default_model: Optional[str] = DEFAULT_MODEL,
@@ -95,6 +130,36 @@ def resolve_model(name: Optional[str]) -> Optional[str]:
 
         return default_model_path(xl=name == SHAPES_XL_MODEL)
     return name
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two model arguments name the same model: equal Hub ids, the same folder or file, or both the shipped
+    shapes model (``.../dragkit/shapes/weights``, wherever dragkit was installed when it was recorded)."""
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    if pa.exists() and pb.exists():
+        return pa.resolve() == pb.resolve()
+    return any(pa.parts[-2:] == tail and pb.parts[-2:] == tail for tail in _SHIPPED.values())
+
+
+def generation_model(given: Optional[str], recorded: str) -> str:
+    """The model to drag a generated image with: the one recorded with the generation, unless ``--model`` names
+    another (then one line refuses it: the saved latents only make sense to the model that made them)."""
+    if given is None:
+        if not recorded:
+            return DEFAULT_MODEL
+        for name in (SHAPES_MODEL, SHAPES_XL_MODEL):  # recorded on another install: this install's copy
+            if not Path(recorded).exists() and same_model(recorded, f"dragkit/{'/'.join(_SHIPPED[name])}"):
+                return name
+        return recorded
+    if recorded and not same_model(resolve_model(given), recorded):
+        raise DragError(f"--model {given}: the image was generated with {recorded}; drag it with that model (leave "
+                        "out --model) or drop --generated to edit it as a photo")
+    return given
+
+
+_SHIPPED = {SHAPES_MODEL: ("shapes", "weights"), SHAPES_XL_MODEL: ("shapes", "weights_xl")}
 
 
 def load_editor(args: argparse.Namespace, lora_cache_dir: Optional[str] = None):

@@ -11,11 +11,12 @@ from pathlib import Path
 from ..animation import write_animation
 from ..config import config_fields
 from ..datasets import read_dragbench_sample
+from ..hub import DEFAULT_MODEL
 from ..io import (check_outputs, edit_record, load_image, load_mask, parse_drag, read_request_file, write_image,
                   write_json)
 from ..types import DragError, DragRequest
 from .common import (ProgressBars, add_max_pixels_option, add_method_options, add_model_options, build_config,
-                     load_editor, write_outputs)
+                     generation_model, load_editor, write_outputs)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -40,7 +41,8 @@ def add_parser(sub) -> None:
                      help="IMAGE was made by `dragkit generate`: drag it from its saved latents (no LoRA, no "
                           "inversion; its prompts, guidance, sampler and FreeU)")
     add_max_pixels_option(src)
-    add_model_options(p)
+    add_model_options(p, default_model=None,
+                      default_model_help=f"{DEFAULT_MODEL}; with --generated, the model recorded with the generation")
     add_method_options(p)
     out = p.add_argument_group("output")
     out.add_argument("--out", required=True, help="edited image (same size as the input)")
@@ -116,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
     generation = _read_generation(args, request) if args.generated else None
     if generation is not None:
         inputs.update(_record_inputs(args.image))
+        args.model = generation_model(args.model, generation.model)
+    elif args.model is None:
+        args.model = DEFAULT_MODEL
     config = build_config(args)
     if args.trajectory:
         config = _with_animation(config, args.trajectory)

@@ -23,7 +23,8 @@ logger = logging.getLogger(__name__)
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("shapes", help="the shapes world: train the toy model, measure its quality",
+    p = sub.add_parser("shapes", help="the shapes world: `shapes example` (a first edit, offline), train the toy "
+                                      "model, measure its quality",
                        description=__doc__.split("\n\n")[0])
     s = p.add_subparsers(dest="shapes_command", metavar="ACTION")
     s.required = True
