@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .types import DragError
+from .errors import DragError
 
 
 def param(default: Any, help: str, *, min: Optional[float] = None, max: Optional[float] = None,

@@ -1,9 +1,12 @@
-"""One-line messages of exceptions: the command line's errors, a benchmark sample's ``error.json``, model-loading
-errors and the web app's status all show an exception as one line."""
+"""dragkit's user-facing exception, :class:`DragError`, and one-line messages of exceptions: the command line's
+errors, a benchmark sample's ``error.json``, model-loading errors and the web app's status all show an exception as
+one line. The bottom layer: it imports nothing of dragkit (``dragkit.types.DragError`` is this class)."""
 
 from __future__ import annotations
 
-from .types import DragError
+
+class DragError(ValueError):
+    """A user-facing problem with the input (bad points, mask, file...). Its message is one readable line."""
 
 
 def first_line(exc: BaseException, *, with_type: bool = False) -> str:

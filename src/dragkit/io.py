@@ -20,15 +20,18 @@ from typing import Any, Callable, Iterator, Optional, TypeVar
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .types import DragError, DragRequest
+from .errors import DragError
+from .images import _scaled_to_8bit, mask_from_array, to_rgb  # the normalisers live in images.py; io re-exports them
+from .types import DragRequest
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
-# The largest image dragkit reads (pixels): 4096×4096. Larger files are refused before they are decoded (never PIL's
-# own DecompressionBombError); ``dragkit edit --max-pixels N`` (``max_pixels=``) moves the limit.
+# The largest image dragkit reads (pixels): 4096×4096. Larger files are refused from their header, before they are
+# decoded, with one line; ``dragkit edit --max-pixels N`` (``max_pixels=``) moves the limit up to PIL's own
+# (``PIL.Image.MAX_IMAGE_PIXELS``, a process-wide setting dragkit leaves to the application: see _open_image).
 DEFAULT_MAX_PIXELS = 4096 * 4096
-_PIL_LIMIT = threading.Lock()  # PIL's own bomb check is switched off only while one of our files is opened
+_UMASK = threading.Lock()  # os.umask can only be read by setting it: one reader at a time
 _READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, KeyError, IndexError, TypeError, struct.error,
                 MemoryError, Image.DecompressionBombError)
 
@@ -43,13 +46,18 @@ def check_pixels(size: tuple[int, int], max_pixels: int, what: str) -> None:
 
 @contextmanager
 def _open_image(path: Path, max_pixels: int) -> Iterator[Image.Image]:
-    """The opened (not yet decoded) image at ``path``, refused with one line when it is larger than ``max_pixels``."""
-    with _PIL_LIMIT:
-        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-        try:
-            im = Image.open(path)
-        finally:
-            Image.MAX_IMAGE_PIXELS = saved
+    """The opened (not yet decoded) image at ``path``, refused with one line when it is larger than ``max_pixels``.
+
+    ``Image.open`` reads only the header, so ``im.size`` is checked here before a pixel is decoded. PIL's own
+    process-wide limit (``Image.MAX_IMAGE_PIXELS``) is left as the application set it — never switched off per file,
+    so another thread opening an image meanwhile keeps its guard. With dragkit's default limit (16.8 M pixels, under
+    PIL's 89 M) dragkit refuses first; a file beyond PIL's hard limit (twice its own) is refused with one line too."""
+    try:
+        im = Image.open(path)
+    except Image.DecompressionBombError:
+        raise DragError(f"{path} has more pixels than the image library's own limit (PIL.Image.MAX_IMAGE_PIXELS = "
+                        f"{Image.MAX_IMAGE_PIXELS:,}, refused above twice that); a program that means to read it "
+                        "raises that limit") from None
     with im:
         check_pixels(im.size, max_pixels, f"{path}")
         yield im
@@ -78,76 +86,11 @@ def _read_image_file(path: str | Path, noun: str, what: str, read: Callable[[Ima
         raise DragError(f"cannot read {path} as {what} ({type(exc).__name__})") from None
 
 
-def _scaled_to_8bit(im: Image.Image) -> Optional[Image.Image]:
-    """A high-bit-depth single-channel image (16-bit, 32-bit integer, float) scaled — not clipped — to 8-bit "L";
-    None for other modes."""
-    if not (im.mode.startswith("I") or im.mode == "F"):
-        return None
-    arr = np.asarray(im).astype(np.float64)
-    top = float(np.nanmax(arr)) if arr.size else 0.0
-    if not np.isfinite(arr).all() or arr.min(initial=0) < 0:
-        raise DragError(f"a {im.mode} image with negative or non-finite values: its brightness range is unknown")
-    if im.mode.startswith("I;16") or (im.mode == "I" and top > 255):
-        if top > 65535:
-            raise DragError("a 32-bit integer image beyond the 16-bit range: its brightness range is unknown")
-        arr = arr / 257.0
-    elif im.mode == "F" and top <= 1.0:
-        arr = arr * 255.0
-    elif top > 255:
-        raise DragError("a floating-point image beyond [0, 255]: its brightness range is unknown")
-    return Image.fromarray(np.round(arr).astype(np.uint8), "L")
-
-
-def to_rgb(im: Image.Image, name: str = "the image") -> Image.Image:
-    """``im`` as 8-bit RGB, every mode handled on purpose: transparency composited over white, 16-bit / 32-bit /
-    float scaled to 8 bits, palette expanded, CMYK converted (no colour management); a notice is logged for each
-    conversion that changes what the user sees (``name`` says which image)."""
-    if im.mode == "RGB":
-        return im
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        if rgba.getchannel("A").getextrema()[0] < 255:
-            logger.warning("%s has transparent pixels: they are composited over white", name)
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    try:
-        scaled = _scaled_to_8bit(im)
-    except DragError as exc:
-        raise DragError(f"{name}: {exc}") from None
-    if scaled is not None:
-        logger.warning("%s is a %s image: scaled to 8 bits per channel", name, _MODE_NAMES.get(im.mode, im.mode))
-        return scaled.convert("RGB")
-    if im.mode == "CMYK":
-        logger.warning("%s is CMYK: converted to RGB without colour management", name)
-    return im.convert("RGB")
-
-
-_MODE_NAMES = {"I;16": "16-bit", "I;16L": "16-bit", "I;16B": "16-bit", "I;16N": "16-bit", "I": "32-bit integer",
-               "F": "floating-point"}
-
-
 def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """RGB image from a file, or a :class:`DragError` naming the file. EXIF orientation is applied (points are in the
     displayed orientation); an animation gives its first frame; other modes are converted by :func:`to_rgb`; files
     of more than ``max_pixels`` pixels are refused before decoding."""
     return _read_image_file(path, "image", "an image", lambda im: to_rgb(im, str(path)), max_pixels)
-
-
-def mask_from_array(mask: Any) -> np.ndarray:
-    """An editable-region mask as H×W uint8 {0, 1} (1 = may change) from an array: H×W (nonzero = editable); H×W×1;
-    H×W×2 (grey + alpha) or H×W×4 (RGBA): the alpha channel when it varies (a brush layer: painted = opaque), else
-    the colour; H×W×3: any channel nonzero."""
-    m = np.asarray(mask)
-    if m.dtype.kind not in "biuf":
-        raise DragError(f"the mask must be a numeric array, not {m.dtype}")
-    if m.ndim == 3 and m.shape[2] in (2, 4) and m.size:
-        alpha = m[..., -1]
-        m = alpha if alpha.min() != alpha.max() else m[..., :-1]
-    if m.ndim == 3 and m.shape[2] in (1, 3):
-        m = (m > 0).any(axis=2)
-    if m.ndim != 2:
-        raise DragError(f"the mask must be H×W (or H×W×1/2/3/4 channels), got shape {tuple(np.shape(mask))}")
-    return (m > 0).astype(np.uint8)
 
 
 def load_mask(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -363,7 +306,7 @@ def _umask() -> int:
                 return int(line.split()[1], 8)
     except (OSError, ValueError, IndexError):
         pass
-    with _PIL_LIMIT:  # any lock: os.umask can only be read by setting it
+    with _UMASK:
         mask = os.umask(0o022)
         os.umask(mask)
     return mask

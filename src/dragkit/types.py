@@ -13,12 +13,11 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from .errors import DragError  # defined in errors.py; ``dragkit.types.DragError`` stays importable
+from .images import mask_from_array, to_rgb
+
 Point = tuple[float, float]
 logger = logging.getLogger(__name__)
-
-
-class DragError(ValueError):
-    """A user-facing problem with the input (bad points, mask, file...). Its message is one readable line."""
 
 
 class EditCancelled(RuntimeError):
@@ -30,12 +29,12 @@ class DragRequest:
     """What the user asked for.
 
     Attributes:
-        image: the input photo (any size; converted to RGB by :func:`dragkit.io.to_rgb`: transparency over white,
+        image: the input photo (any size; converted to RGB by :func:`dragkit.images.to_rgb`: transparency over white,
             16-bit scaled to 8).
         handles: handle points as (x, y) pixels of ``image``.
         targets: target points, one per handle, as (x, y) pixels of ``image``.
         mask: optional editable region, H×W (nonzero = may change), or H×W×C (RGBA / grey+alpha: the alpha channel
-            when it varies; see :func:`dragkit.io.mask_from_array`); stored as H×W uint8 {0, 1}. ``None`` — or an
+            when it varies; see :func:`dragkit.images.mask_from_array`); stored as H×W uint8 {0, 1}. ``None`` — or an
             all-zero mask, with a notice — = the whole image is editable.
         prompt: text prompt used for LoRA, inversion, optimisation and denoising (no CFG on real images).
     """
@@ -47,8 +46,6 @@ class DragRequest:
     prompt: str = ""
 
     def __post_init__(self):
-        from .io import mask_from_array, to_rgb  # io reads files into requests: it imports this module
-
         if not isinstance(self.image, Image.Image):
             raise DragError(f"the request's image must be a PIL image, not {type(self.image).__name__}")
         if not isinstance(self.prompt, str):

@@ -239,18 +239,7 @@ def train(work: str | Path, export: Optional[str | Path], vae_steps: int, unet_s
     return pipe
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    """``python -m dragkit.shapes.train ARGS``: the same options as ``dragkit shapes train ARGS``."""
-    import argparse
+if __name__ == "__main__":  # python -m dragkit.shapes.train ARGS: the command of train_command.py, which imports this
+    from .train_command import main
 
-    from .train_command import DESCRIPTION, add_train_arguments, run_train
-
-    parser = argparse.ArgumentParser(prog="python -m dragkit.shapes.train", description=DESCRIPTION)
-    add_train_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return run_train(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(prog="python -m dragkit.shapes.train"))

@@ -1,12 +1,15 @@
-"""The training command of the shapes model, shared by ``dragkit shapes train`` and ``python -m dragkit.shapes.train``.
+"""The training command of the shapes model, shared by ``dragkit shapes train`` and ``python -m dragkit.shapes.train``
+(:func:`main`).
 
 Light: the options are declared without torch (``--help`` stays fast); :mod:`.train` loads when the command runs.
+The import goes one way, command → training: :mod:`.train` imports this module only when it runs as the program.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from typing import Optional
 
 from ..io import positive_int
 
@@ -44,3 +47,12 @@ def run_train(args: argparse.Namespace) -> int:
     train(args.work, args.export, args.vae_steps, args.unet_steps, args.vae_batch, args.unet_batch,
           args.checkpoint_every, not args.no_progress, args.vae_crop, args.arch, args.vae_from)
     return 0
+
+
+def main(argv: Optional[list[str]] = None, prog: str = "python -m dragkit.shapes.train") -> int:
+    """``python -m dragkit.shapes.train ARGS``: the same options as ``dragkit shapes train ARGS``."""
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
+    add_train_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return run_train(args)
