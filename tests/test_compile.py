@@ -33,9 +33,12 @@ def test_compiled_unet_gives_the_same_edits_for_both_methods(test_device):
                for m in ("gooddrag", "dragdiffusion")]
     configs[0] = dataclasses.replace(configs[0], drag_denoise_steps=2)
     eager = [editor.edit(request, c) for c in configs]
+    hook_guards = torch._dynamo.config.skip_nnmodule_hook_guards
     compile_unet(model.unet, "eager")
     try:
         compiled = [editor.edit(request, c) for c in configs]
+        # the hook guards are a scoped patch around the UNet's compiled calls, never a process-wide switch
+        assert torch._dynamo.config.skip_nnmodule_hook_guards == hook_guards
     finally:
         model.unet._compiled_call_impl = None  # nn.Module.compile's switch: back to the plain forward
         torch._dynamo.reset()

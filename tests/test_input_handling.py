@@ -290,3 +290,29 @@ def test_a_large_photo_is_edited_at_max_side_and_returned_at_its_size(tiny_model
     result = editor.edit(request, config)
     assert result.image.size == (240, 160)
     assert all(0 <= x < 240 and 0 <= y < 160 for x, y in result.final_handles)
+
+
+def test_the_pixel_limit_is_read_from_the_header_and_pils_own_limit_is_left_alone(tmp_path, monkeypatch):
+    """Issue 22: dragkit checks an image's size from its header (before decoding) and never switches PIL's
+    process-wide ``Image.MAX_IMAGE_PIXELS`` off around its own reads — another thread's guard stays on."""
+    path = _saved(tmp_path, "big.png", Image.new("RGB", (40, 30)))
+    seen = []
+    monkeypatch.setattr(Image.Image, "load", lambda self, *a: seen.append(self.size) or None)
+    with pytest.raises(DragError, match=r"big.png is 40x30 = 1,200 pixels, more than the limit of 1,000"):
+        dio.load_image(path, max_pixels=1000)
+    assert seen == []  # refused before a pixel was decoded
+    monkeypatch.undo()
+
+    writes = []
+
+    class Watched(type(Image)):  # a module type that records every assignment to PIL's global
+        def __setattr__(self, name, value):
+            writes.append(name)
+            super().__setattr__(name, value)
+
+    monkeypatch.setattr(Image, "__class__", Watched)
+    assert dio.load_image(path).size == (40, 30)
+    assert "MAX_IMAGE_PIXELS" not in writes
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # an application's stricter limit: PIL refuses above 1 000
+    with pytest.raises(DragError, match="image library's own limit"):
+        dio.load_image(path, max_pixels=10_000)

@@ -36,6 +36,8 @@ OPTIMIZE: dict[str, Callable[..., stages.DragOutcome]] = {
     "fastdrag": fastdrag.optimize,  # not an optimisation: the one-step warp
     "soliddrag": soliddrag.optimize,  # the one-step warp with objects moved whole
 }
+# Methods whose optimize also takes ``trajectory=``: the undragged trajectory a prepared image keeps for re-edits.
+TAKES_TRAJECTORY = frozenset({"gooddrag"})
 
 
 def generated_config(config, generation: Generation, request: DragRequest, model: DiffusionModel):
@@ -117,14 +119,15 @@ class DragEditor:
                 with _timed(timings, "inversion"):
                     if generation is None:
                         z_t, kv, inversion_cached = self.inverted(edit, reuse, config, callback, seed)
-                        edit.undragged = reuse.trajectory(config, seed)
                     else:
                         z_t, inversion_cached = generation.latent_at(edit.t_index).to(model.device), False
                         kv = stages.generation_kv(model, edit, generation.latents) if config.copies_kv else None
                     check_finite(z_t, "inversion")
                 with _timed(timings, "optimization"), torch.enable_grad(), \
                         stages.feature_model(model, edit, config.feature_block) as fm:
-                    outcome = OPTIMIZE[config.method](fm, edit, z_t, config, callback)
+                    cache = {"trajectory": reuse.trajectory(config, seed) if generation is None else None} \
+                        if config.method in TAKES_TRAJECTORY else {}
+                    outcome = OPTIMIZE[config.method](fm, edit, z_t, config, callback, **cache)
                     check_finite(outcome.latent, "latent optimisation", "lower latent_lr?")
                 with _timed(timings, "denoising"):  # attention control: a source branch's (blocks) or saved K/V (kv)
                     blocks = tuple(config.reference_attention_blocks) if config.reference_attention else None

@@ -131,8 +131,9 @@ class _AlddRun:
     """Per-edit state of the drag phase (created for one edit, then dropped). Implements :class:`aldd.AlddOps`."""
 
     def __init__(self, fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tensor, config: GoodDragConfig,
-                 total_steps: int, callback: Optional[ProgressCallback]):
+                 total_steps: int, callback: Optional[ProgressCallback], trajectory: Optional[dict] = None):
         self.model, self.fm, self.edit, self.config, self.callback = fm.model, fm, edit, config, callback
+        self.known = trajectory if trajectory is not None else {}  # the undragged trajectory: read and filled
         self.total_steps = total_steps
         self.latent = z_t.detach().float()  # edited branch, at the current drag timestep
         self.source = self.latent  # undragged branch x̄
@@ -159,14 +160,14 @@ class _AlddRun:
         self.stepper.optimizer = torch.optim.Adam([self.z], lr=self.config.latent_lr)
         self.pending = forward(self.fm, self.edit, self.z, t)  # initial tracking + first supervision step
         self.last = None
-        known = self.edit.undragged.get(t)  # a re-edit of the same image: F_orig[t], x̄_{t−1} already computed
+        known = self.known.get(t)  # a re-edit of the same image: F_orig[t], x̄_{t−1} already computed
         if known is not None:
             self.undragged = UndraggedStep(t, *known, reference_vectors_at(known[0], self.edit.handles))
         elif torch.equal(self.latent, self.source):  # at t*: the source itself → λ-residual exactly 0 at step 1
             self.undragged = undragged_from(self.pending, self.edit.handles)
         else:
             self.undragged = undragged_step(self.fm, self.edit, self.source, t)
-        self.edit.undragged[t] = (self.undragged.features, self.undragged.x_prev)
+        self.known[t] = (self.undragged.features, self.undragged.x_prev)
 
     def track(self, step: int, kind: str) -> bool:
         fwd = self.pending if kind == INITIAL else self.last  # after J steps: the stale, pre-update features
@@ -227,12 +228,16 @@ class _AlddRun:
 # --- the method ----------------------------------------------------------------------------------------------------
 
 def optimize(fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tensor, config: GoodDragConfig,
-             callback: Optional[ProgressCallback] = None) -> stages.DragOutcome:
+             callback: Optional[ProgressCallback] = None, trajectory: Optional[dict] = None) -> stages.DragOutcome:
     """GoodDrag's part of an edit (:meth:`dragkit.editor.DragEditor.edit` runs the rest): AlDD from the inverted
     latent ``z_t`` — the T_d drag-and-denoise steps (see the module docstring). The outcome's latent and source are at
-    the timestep where the final, reference-controlled denoising resumes."""
+    the timestep where the final, reference-controlled denoising resumes.
+
+    ``trajectory``: the undragged trajectory of this image and settings, {t: (F_orig[t], x̄_{t−1})} — the editor passes
+    a :class:`~dragkit.prepared.PreparedImage`'s (:meth:`~dragkit.prepared.PreparedImage.trajectory`), so re-edits
+    reuse what the first computed; it is read and filled here. None: a fresh one, dropped with this edit."""
     plan = AlddPlan.from_config(config, len(edit.scheduler.timesteps) - edit.t_index)
-    run = _AlddRun(fm, edit, z_t, config, plan.max_supervision_steps, callback)
+    run = _AlddRun(fm, edit, z_t, config, plan.max_supervision_steps, callback, trajectory)
     outcome = run_aldd(plan, run)
     logger.info("drag phase: %d denoising steps, %d supervision steps, %d trackings, stop: %s",
                 outcome.drag_steps_run, outcome.supervision_steps, outcome.trackings, outcome.stop_reason)

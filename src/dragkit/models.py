@@ -288,13 +288,16 @@ def compile_unet(unet, backend: str = "inductor") -> None:
     and without gradients, LoRA attached or not, the feature hook on or off, reference attention installed, another
     image size (the first compiles take minutes for SD-1.5 with inductor; later edits run the compiled graphs).
 
-    Dynamo is told to guard on module hooks (``skip_nnmodule_hook_guards = False``, a process-wide dynamo setting):
-    the feature capture is a forward hook added and removed around each drag, and by default a graph compiled before
-    the hook existed would be reused after it was added, silently without it."""
+    Dynamo is told to guard on module hooks (``skip_nnmodule_hook_guards = False``): the feature capture is a forward
+    hook added and removed around each drag, and by default a graph compiled before the hook existed would be reused
+    after it was added, silently without it. The setting is a scoped config patch around the compiled UNet's calls
+    only (where dynamo traces and builds its guards), not a process-wide switch: other compiled code in the process
+    keeps dynamo's defaults."""
     import torch._dynamo
 
-    torch._dynamo.config.skip_nnmodule_hook_guards = False
     unet.compile(backend=backend)
+    # nn.Module.compile stores torch.compile(module._call_impl) as the module's compiled call: run it under the patch
+    unet._compiled_call_impl = torch._dynamo.config.patch(skip_nnmodule_hook_guards=False)(unet._compiled_call_impl)
 
 
 def detect_family(model: str, config: Optional[str] = None) -> str:

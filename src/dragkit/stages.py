@@ -18,7 +18,6 @@ the generation (prompt, negative prompt, CFG scale: :mod:`dragkit.guidance`), st
 from __future__ import annotations
 
 from contextlib import closing, contextmanager, nullcontext
-import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Iterator, Optional
@@ -42,22 +41,41 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Edit:
-    """Everything one edit computes before optimisation (created per call; nothing lives on the model)."""
+    """Everything one edit computes before optimisation (created per call; nothing lives on the model): the
+    :class:`WorkingImage` (what edits of the same image share) and the points and mask of this request."""
 
     request: DragRequest
-    working_size: tuple[int, int]  # (W_w, H_w), multiples of the VAE factor
+    working: WorkingImage  # the working image, its conditioning and sampler (its fields read through: edit.image…)
     grid_hw: tuple[int, int]  # feature grid (rows, cols)
-    image: torch.Tensor  # 1×3×H_w×W_w in [−1, 1]: the one working image (LoRA, inversion, supervision)
     handles: torch.Tensor  # N×2 (row, col) on the grid
     targets: torch.Tensor  # N×2 (row, col)
     has_mask: bool
     editable_latent: torch.Tensor  # 1×1×h×w {0,1}, 1 = may change
-    text: TextConditioning  # prompt embedding (with the negative prompt and CFG scale for generated images)
-    scheduler: object  # DDIM (real images) or the generation's sampler; timesteps set, never stepped itself
-    inverted_steps: int  # k = round(T·strength): t* = timesteps[T − k]
-    # GoodDrag's undragged trajectory of this image and settings, {t: (F_orig[t], x̄_{t−1})}, filled by the first
-    # edit and reused by re-edits (a :class:`~dragkit.prepared.PreparedImage`'s); a fresh dict otherwise
-    undragged: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def working_size(self) -> tuple[int, int]:
+        """(W_w, H_w), multiples of the VAE factor."""
+        return self.working.working_size
+
+    @property
+    def image(self) -> torch.Tensor:
+        """1×3×H_w×W_w in [−1, 1]: the one working image (LoRA, inversion, supervision)."""
+        return self.working.image
+
+    @property
+    def text(self) -> TextConditioning:
+        """The prompt embedding (with the negative prompt and CFG scale for generated images)."""
+        return self.working.text
+
+    @property
+    def scheduler(self):
+        """DDIM (real images) or the generation's sampler; timesteps set, never stepped itself."""
+        return self.working.scheduler
+
+    @property
+    def inverted_steps(self) -> int:
+        """k = round(T·strength): t* = timesteps[T − k]."""
+        return self.working.inverted_steps
 
     def to_image_points(self, rc: torch.Tensor | list) -> list[tuple[float, float]]:
         return points.to_image(rc, self.request.size, (self.grid_hw[1], self.grid_hw[0]))
@@ -147,16 +165,12 @@ def prepare(model: DiffusionModel, request: DragRequest, config, generation=None
     editable_latent = torch.nn.functional.interpolate(mask_grid, size=latent_hw, mode="nearest")
     return Edit(
         request=request,
-        working_size=work,
+        working=base,
         grid_hw=grid_hw,
-        image=base.image,
         handles=points.to_grid(request.handles, (w, h), (grid_hw[1], grid_hw[0])).to(model.device),
         targets=points.to_grid(request.targets, (w, h), (grid_hw[1], grid_hw[0])).to(model.device),
         has_mask=request.mask is not None and bool(editable_latent.sum() > 0),
         editable_latent=editable_latent.to(model.device),
-        text=base.text,
-        scheduler=base.scheduler,
-        inverted_steps=base.inverted_steps,
     )
 
 
