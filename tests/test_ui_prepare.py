@@ -18,7 +18,7 @@ from PIL import Image
 
 from dragkit.config import DragDiffusionConfig, GoodDragConfig
 from dragkit.editor import DragEditor
-from dragkit.prepared import PreparedImage
+from dragkit.prepared import INVERSION_FIELDS, PreparedImage
 
 gr = pytest.importorskip("gradio", reason="the web app needs gradio")
 from dragkit.ui import handlers, texts  # noqa: E402
@@ -299,6 +299,32 @@ def test_the_preparation_shares_the_device_queue_with_run():
         demo.dragkit_context.close()
 
 
+def test_two_working_sizes_never_share_a_lora_through_the_apps_disk_cache(tiny_model, tmp_path):
+    """Issue 22, through the web app (whose disk LoRA cache is on by default): one picture prepared in three fresh
+    sessions at working sizes 64, 32 and 64 (``max_side``) trains two LoRAs; only the third session reuses one from
+    the disk, and it is the one trained at its size."""
+    from dragkit.lora import LoraCache
+
+    cache = tmp_path / "loras"
+    app = AppContext.create(DragEditor(tiny_model, lora_cache=LoraCache(cache)), {"dragdiffusion": CONFIG},
+                            max_side=128, work_dir=str(tmp_path / "work"))
+    reused = []
+    for i, side in enumerate((64, 32, 64)):
+        tab = Tab(app, name=f"tab{i}")
+        tab.values[param_id("dragdiffusion", "max_side")] = side
+        _, stream = tab.upload(picture(5))
+        lines = [u["prep_status"] for u in stream if "prep_status" in u]
+        assert lines[-1] == READY, lines
+        from_disk = "**Preparing** · identity LoRA reused from cache" in lines
+        trained = any(line.startswith("**Preparing** · identity LoRA ") and "reused" not in line for line in lines)
+        assert from_disk != trained, lines
+        (key,) = tab.values["prepared"].loras
+        assert key[0] == side  # the working size the LoRA belongs to (its key starts with max_side)
+        reused.append(from_disk)
+        assert len(list(cache.glob("*.safetensors"))) == (1 if i == 0 else 2)
+    assert reused == [False, False, True]
+
+
 @pytest.mark.parametrize("config", [DragDiffusionConfig(), GoodDragConfig()])
 def test_prepare_fields_are_exactly_what_the_preparation_depends_on(config):
     depends = set()
@@ -312,7 +338,7 @@ def test_prepare_fields_are_exactly_what_the_preparation_depends_on(config):
         other = dataclasses.replace(config, **{field.name: changed})
         if PreparedImage.inversion_key(other, 0) != PreparedImage.inversion_key(config, 0):
             depends.add(field.name)
-    assert depends == set(handlers.PREPARE_FIELDS)
+    assert depends == set(INVERSION_FIELDS)
 
 
 def test_preparations_per_session():

@@ -7,7 +7,6 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw
 
-from .io import atomic_path
 from .types import DragError, Point
 
 HANDLE, TARGET, ARROW = (230, 40, 40), (40, 90, 230), (255, 255, 255)
@@ -33,13 +32,3 @@ def write_animation(frames: Sequence[Image.Image], path: str | Path, frame_ms: i
     durations = [frame_ms] * len(frames)
     durations[0] = durations[-1] = hold_ms
     frames[0].save(path, format="GIF", save_all=True, append_images=list(frames[1:]), duration=durations, loop=0)
-
-
-def save_animation(frames: Sequence[Image.Image], path: str | Path, frame_ms: int = 250, hold_ms: int = 1000) -> None:
-    """Write ``frames`` as a looping GIF (first and last frames held for ``hold_ms``), atomically."""
-    if Path(path).suffix.lower() != ".gif":
-        raise DragError(f"--trajectory {path}: the animation is written as a .gif")
-    if not frames:
-        raise DragError("no animation frames were recorded")
-    with atomic_path(path) as tmp:
-        write_animation(frames, tmp, frame_ms, hold_ms)

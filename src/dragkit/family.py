@@ -39,7 +39,6 @@ class Family:
 
 SD = Family("sd", feature_block=2, reference_attention_blocks=(2, 3))
 SDXL = Family("sdxl", feature_block=1, reference_attention_blocks=(0, 1))
-FAMILIES = {f.name: f for f in (SD, SDXL)}
 
 
 def family_of(unet) -> Family:

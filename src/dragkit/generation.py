@@ -15,13 +15,13 @@ Record on disk, next to the image ``gen.png`` (:func:`save_generation` / :func:`
 * ``gen.generation.json`` — ``{"format": "dragkit-generation", "version": 1, "settings": GenerationConfig fields,
   "model": model id, "style_lora": {path, sha256, scale} or null, "timesteps": [...], "image_sha256": ...}``.
 
-``image_sha256`` is the hash of the decoded pixels, so a record is never applied to an image changed since.
+``image_sha256`` is the hash of the decoded pixels (:func:`dragkit.images.pixels_sha256`, dragkit's one image digest,
+whose formula is this field's since version 1), so a record is never applied to an image changed since.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import time
@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -37,6 +36,7 @@ from . import sampling, stages
 from .config import GenerationConfig, config_to_dict
 from .family import resolve
 from .freeu import freeu
+from .images import pixels_sha256  # the hash of image_sha256 in records
 from .models import DiffusionModel
 from .types import DragError, ProgressCallback, ProgressEvent
 
@@ -122,11 +122,6 @@ def record_paths(image_path: str | Path) -> tuple[Path, Path]:
     """(``<stem>.generation.safetensors``, ``<stem>.generation.json``) next to ``image_path``."""
     p = Path(image_path)
     return p.with_name(p.stem + ".generation.safetensors"), p.with_name(p.stem + ".generation.json")
-
-
-def pixels_sha256(image: Image.Image) -> str:
-    arr = np.ascontiguousarray(np.asarray(image.convert("RGB")))
-    return hashlib.sha256(arr.tobytes() + str(arr.shape).encode()).hexdigest()
 
 
 def record_json(generation: Generation) -> dict[str, Any]:

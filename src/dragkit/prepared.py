@@ -13,13 +13,13 @@ It is an explicit object the caller owns (:meth:`dragkit.editor.DragEditor.prepa
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 from PIL import Image
 
+from .images import pixels_sha256
 from .types import DragError
 
 
@@ -29,11 +29,8 @@ LORA_FIELDS = ("max_side", "lora_steps", "lora_rank", "lora_lr", "lora_batch_siz
 INVERSION_FIELDS = LORA_FIELDS + ("num_inference_steps", "inversion_strength")
 
 
-def image_digest(image: Image.Image) -> str:
-    """A content hash of the image's pixels (size, mode and raw bytes: no encoding on the way)."""
-    digest = hashlib.sha256(f"{image.size}{image.mode}".encode())
-    digest.update(image.tobytes())
-    return digest.hexdigest()[:32]
+# The content hash of a prepared image's pixels: dragkit's one image digest (the name stays for importers).
+image_digest = pixels_sha256
 
 
 @dataclass(eq=False)

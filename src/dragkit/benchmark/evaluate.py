@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import random
@@ -28,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from ..config import METHODS, config_fields, config_to_dict
+from ..images import pixels_sha256
 from ..io import load_image, load_mask, save_image_atomic, save_json_atomic
 from ..metrics.seeds import SEED_RULE, dift_seeds, sample_seed
 from ..types import DragError, DragRequest
@@ -120,7 +120,7 @@ class Evaluators:
     def source_features(self, image: Image.Image, prompt: str, seed: int):
         """DIFT features of an original image (``seed``: its own, ``dift-original``), computed once for all runs of the
         sample being evaluated."""
-        key = (hashlib.sha256(image.tobytes()).hexdigest(), image.size, prompt, seed)
+        key = (pixels_sha256(image), prompt, seed)
         if key not in self._source_features:
             self._source_features[key] = self.get("md").features(image, prompt, seed=seed)
         return self._source_features[key]

@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 import gradio as gr
 
 from ..errors import first_line
+from ..prepared import INVERSION_FIELDS
 from ..types import DragError
 from . import api, handlers, layout
 from . import params as params_mod
@@ -92,9 +93,10 @@ def wire(ui: Layout, ctx: AppContext) -> None:
     ui.undo_btn.click(on(handlers.on_undo), [ui.session], points, **HIDDEN)
     ui.clear_btn.click(on(handlers.on_clear), [ui.session], points, **HIDDEN)
     ui.method.change(on(handlers.on_method), [ui.method], ui.groups, **HIDDEN)
-    # typed values prepare once they are entered (blur / Enter), not at every keystroke
+    # typed values prepare once they are entered (blur / Enter), not at every keystroke; the settings the preparation
+    # depends on are the prepared image's inversion key's (changing one prepares again)
     typed = [ui.prompt, ui.seed, *(w for m, ws in ui.params.items() for w in ws
-                                   if w.elem_id in {params_mod.param_id(m, f) for f in handlers.PREPARE_FIELDS})]
+                                   if w.elem_id in {params_mod.param_id(m, f) for f in INVERSION_FIELDS})]
     gr.on([ui.method.change, *(e for w in typed for e in (w.blur, w.submit))], **wanted).then(**prepare)
     # Cancel works through a per-session flag that the edit checks at every step (and before it starts), so the
     # edit ends cleanly and frees the device; Gradio's `cancels=` would only detach the stream. It stops the

@@ -27,7 +27,7 @@ from .. import checks
 from ..checks import check_generation
 from ..config import GenerationConfig
 from ..errors import first_line
-from ..prepared import INVERSION_FIELDS, PreparedImage, image_digest
+from ..prepared import PreparedImage, image_digest
 from ..types import DragError, DragRequest, DragResult, EditCancelled
 from . import drawing, exchange, layout, params as params_mod
 from . import session as ss
@@ -38,9 +38,6 @@ from .job import EditJob, PrepareJob, Progress, failure_text
 logger = logging.getLogger(__name__)
 
 Updates = dict[str, Any]
-
-# The method settings the preparation depends on (the prepared image's keys): changing one prepares again.
-PREPARE_FIELDS = INVERSION_FIELDS
 
 
 def session_key(request: Optional[gr.Request]) -> str:

@@ -9,13 +9,13 @@ can be shared by concurrent events without surprises.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 from PIL import Image
 
+from ..images import pixels_sha256
 from ..types import DragError, DragRequest
 
 Point = tuple[int, int]
@@ -47,11 +47,9 @@ class Session:
         return "target" if len(self.points) % 2 else "handle"
 
 
-def fingerprint(image: Image.Image | np.ndarray) -> str:
-    arr = np.ascontiguousarray(np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image))
-    if arr.ndim == 3 and arr.shape[2] == 4:
-        arr = np.ascontiguousarray(arr[..., :3])
-    return hashlib.sha1(arr.tobytes() + str(arr.shape).encode()).hexdigest()
+# An upload's (or a mask's) content hash, to tell a new upload from a mask stroke on the same image: dragkit's one
+# image digest (alpha ignored)
+fingerprint = pixels_sha256
 
 
 def fit_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
@@ -94,10 +92,6 @@ def set_image(session: Session, image: Image.Image, max_side: int = DEFAULT_MAX_
                   f"(longest side at most {max_side} px) and the result has that size.")
         image = image.resize(size, Image.LANCZOS)
     return Session(image=image, fingerprint=fp, notice=notice, original_size=original if notice else None)
-
-
-def clear_image(_session: Session) -> Session:
-    return Session()
 
 
 def mask_from_layers(layers: list[np.ndarray], size: tuple[int, int]) -> Optional[np.ndarray]:
