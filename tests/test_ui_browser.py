@@ -253,7 +253,7 @@ def test_bad_input_shows_a_message_and_import_replays(browser, server, assets, t
     page.click("#run-btn")
     _status(page).to_contain_text("Error: handle 1 has no target")
     _paint(page)
-    _click(page, 1, 1, "target 1 (1, 1) is outside the painted region")
+    _click(page, 1, 1, "target 1 (1, 1) lies outside the editable region")
     page.click("#clear-btn")
     _status(page).to_contain_text("0 drags.")
     # replay a DragBench-style sample exported earlier (points, prompt, mask)

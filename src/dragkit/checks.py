@@ -52,7 +52,11 @@ NO_MASK_NOTICE = ("no mask: the whole image may change (backgrounds and textures
 def edit_notices(model, request, config, generation=None) -> list[str]:
     """What may spoil an edit without stopping it, as one-line notices (empty when all is well): no mask on a real
     photo, handles or targets outside the editable region (:func:`mask_notices`), and a working image smaller than
-    the input (:func:`size_notice`). ``config`` has its ``max_side`` resolved (the editor's :meth:`check` does it)."""
+    the input (:func:`size_notice`; a ``max_side`` left at None is the model family's)."""
+    if getattr(config, "max_side", None) is None and hasattr(model, "family"):  # not resolved yet (the web app's form)
+        from .family import resolve
+
+        config = resolve(config, model.family, model.default_size)
     notices = mask_notices(request.mask, request.handles, request.targets, generated=generation is not None)
     size = size_notice(request.size, model.vae_scale_factor, getattr(config, "max_side", None))
     return notices + ([size] if size else [])
