@@ -18,8 +18,9 @@ from dragkit.types import DragRequest
 def test_registry_and_fastdrag_defaults():
     assert METHODS["soliddrag"] is SolidDragConfig and issubclass(SolidDragConfig, FastDragConfig)
     cfg, fast = SolidDragConfig(), FastDragConfig()
-    assert (cfg.num_inference_steps, cfg.inversion_strength, cfg.lora_steps, cfg.kv_copy) == \
-        (fast.num_inference_steps, fast.inversion_strength, fast.lora_steps, fast.kv_copy)
+    assert (cfg.num_inference_steps, cfg.lora_steps, cfg.kv_copy) == \
+        (fast.num_inference_steps, fast.lora_steps, fast.kv_copy)
+    assert cfg.inversion_strength == 0.5 and cfg.inverted_steps == 5  # from the shapes-world ablation
     assert cfg.core_threshold is None and cfg.copies_kv
 
 
