@@ -8,6 +8,7 @@ denoising), for every method; with ``--warm``, a cold edit, the preparation and 
     python scripts/benchmark.py --arch sdxl --size 1024 --device cuda --dtype fp16   # full-size SDXL architecture
     python scripts/benchmark.py --model PATH_OR_HUB_ID   # any real model
     python scripts/benchmark.py --generated --sizes 768x512,512x1024   # generation + generated-image drag
+    python scripts/benchmark.py --flops --arch sd15 --size 512   # TFLOP per stage, every method (meta device)
 
 Cost does not depend on weight values, so ``--arch sd15`` (the real SD-1.5 UNet/VAE/CLIP sizes with random
 weights, built offline) is a valid speed and memory benchmark.
@@ -216,15 +217,26 @@ def instrument(editor: DragEditor, probe: StageProbe):
         setattr(editor, name, wrapped)
 
 
-def build_sd15_random(device, dtype) -> DiffusionModel:
-    """SD-1.5's UNet, VAE and CLIP-L text encoder at full size with random weights (no download)."""
+def sd15_pipeline(device=None):
+    """SD-1.5's UNet, VAE and CLIP-L text encoder at full size with random weights (no download), built on
+    ``device`` (default: torch's; ``"meta"``: shapes only, for :func:`count_flops`) into the tiny pipeline's
+    scheduler and tokenizer."""
+    from dragkit.testing import build_tiny_pipeline
+
+    torch.manual_seed(0)
+    with torch.device(device) if device else contextlib.nullcontext():
+        unet, vae, text = _sd15_modules()
+    pipe = build_tiny_pipeline()
+    pipe.unet, pipe.vae, pipe.text_encoder = unet, vae, text
+    return pipe
+
+
+def _sd15_modules():
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from dragkit.testing import build_tiny_pipeline
     from dragkit.tokenizer import VOCAB_SIZE
 
-    torch.manual_seed(0)
     unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8,
                                 block_out_channels=(320, 640, 1280, 1280), layers_per_block=2)
     vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
@@ -233,22 +245,34 @@ def build_sd15_random(device, dtype) -> DiffusionModel:
     text = CLIPTextModel(CLIPTextConfig(vocab_size=VOCAB_SIZE, hidden_size=768, intermediate_size=3072,
                                         num_hidden_layers=12, num_attention_heads=12, max_position_embeddings=77,
                                         bos_token_id=512, eos_token_id=513, pad_token_id=513))
-    pipe = build_tiny_pipeline()
-    pipe.unet, pipe.vae, pipe.text_encoder = unet, vae, text
-    pipe.to(device, dtype)
-    return DiffusionModel.from_pipeline(pipe, name="sd15-architecture-random")
+    return unet, vae, text
 
 
-def build_sdxl_random(device, dtype) -> DiffusionModel:
+def build_sd15_random(device, dtype) -> DiffusionModel:
+    """:func:`sd15_pipeline` on ``device`` in ``dtype``."""
+    return DiffusionModel.from_pipeline(sd15_pipeline().to(device, dtype), name="sd15-architecture-random")
+
+
+def sdxl_pipeline(device=None):
     """SDXL base's UNet (2.6 B), VAE (scaling 0.13025, force_upcast) and both text encoders (CLIP-L 768 and
-    OpenCLIP-bigG 1280 with projection) at full size with random weights (no download)."""
+    OpenCLIP-bigG 1280 with projection) at full size with random weights (no download), built on ``device`` (as
+    :func:`sd15_pipeline`)."""
+    from dragkit.testing import build_tiny_sdxl_pipeline
+
+    torch.manual_seed(0)
+    with torch.device(device) if device else contextlib.nullcontext():
+        unet, vae, text_1, text_2 = _sdxl_modules()
+    pipe = build_tiny_sdxl_pipeline()
+    pipe.unet, pipe.vae, pipe.text_encoder, pipe.text_encoder_2 = unet, vae, text_1, text_2
+    return pipe
+
+
+def _sdxl_modules():
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from dragkit.testing import build_tiny_sdxl_pipeline
     from dragkit.tokenizer import VOCAB_SIZE
 
-    torch.manual_seed(0)
     unet = UNet2DConditionModel(
         sample_size=128, cross_attention_dim=2048, attention_head_dim=(5, 10, 20), use_linear_projection=True,
         block_out_channels=(320, 640, 1280), layers_per_block=2, transformer_layers_per_block=(1, 2, 10),
@@ -264,12 +288,13 @@ def build_sdxl_random(device, dtype) -> DiffusionModel:
                               num_hidden_layers=layers, num_attention_heads=heads, max_position_embeddings=77,
                               bos_token_id=512, eos_token_id=513, pad_token_id=513, **kw)
 
-    pipe = build_tiny_sdxl_pipeline()
-    pipe.unet, pipe.vae = unet, vae
-    pipe.text_encoder = CLIPTextModel(text(768, 12, 12))
-    pipe.text_encoder_2 = CLIPTextModelWithProjection(text(1280, 32, 20, projection_dim=1280))
-    pipe.to(device, dtype)
-    return DiffusionModel.from_pipeline(pipe, name="sdxl-architecture-random")
+    return unet, vae, CLIPTextModel(text(768, 12, 12)), CLIPTextModelWithProjection(text(1280, 32, 20,
+                                                                                          projection_dim=1280))
+
+
+def build_sdxl_random(device, dtype) -> DiffusionModel:
+    """:func:`sdxl_pipeline` on ``device`` in ``dtype``."""
+    return DiffusionModel.from_pipeline(sdxl_pipeline().to(device, dtype), name="sdxl-architecture-random")
 
 
 def test_image(size: int) -> tuple[Image.Image, np.ndarray]:
@@ -307,11 +332,16 @@ def _sync(device: torch.device):
 
 
 class Rows(list):
-    """The rows so far, written to --json after each one (a run stopped by a timeout keeps what it finished)."""
+    """The rows so far, written to --json after each one (a run stopped by a timeout keeps what it finished); with
+    ``append`` (--append), after the rows the file already holds."""
 
-    def __init__(self, path):
+    def __init__(self, path, append: bool = False):
         super().__init__()
         self.path = path
+        self.kept = 0  # rows of an earlier run (--append): in the file, not in this run's table
+        if path and append and Path(path).exists():
+            self.kept = len(earlier := json.loads(Path(path).read_text()))
+            self.extend(earlier)
 
     def add(self, row: dict):
         self.append(row)
@@ -393,17 +423,18 @@ def run(args) -> Rows:
     image, mask = test_image(args.size)
     mask = None if args.no_mask else mask
     request = request_for(image, mask, args.size, COLD_POINTS)
-    rows = Rows(args.json)
+    rows = Rows(args.json, args.append)
     for method in args.method or method_names():
         config = method_configs(args)[method]
         if args.warmup:  # one short edit of the same method (only the fields it has)
             short = ["lora_steps=1", "optimization_steps=1", "drag_denoise_steps=1", "trackings_per_denoise=1"]
-            mine = [a for a in short if a.split("=")[0] in config_fields(config)]
+            mine = [a for a in short if a.split("=")[0] in config_fields(config)  # and only steps it takes (no
+                    and getattr(config, a.split("=")[0])]  # LoRA for FastDrag's warmup when it has none)
             editor.edit(request, apply_overrides(config, mine))
         base = functools.partial(_base, args, method, model=model, device=device)
         cold = _attempt(rows, base("cold"), functools.partial(measure_edit, editor, probe, base("cold"), request,
                                                               config))
-        if not args.warm:
+        if not warm_for(args, method):
             continue
         prepared: list = []
         _attempt(rows, base("prepare"), functools.partial(measure_prepare, editor, probe, base("prepare"), request,
@@ -417,6 +448,11 @@ def run(args) -> Rows:
     return rows
 
 
+def warm_for(args, method: str) -> bool:
+    """Whether ``method`` gets the preparation and warm re-edits: ``--warm`` alone, every method; ``--warm A,B``, those."""
+    return bool(args.warm) and (args.warm == "all" or method in args.warm.split(","))
+
+
 def parse_sizes(text: str) -> list[tuple[int, int]]:
     """"768x512,512x1024" → [(768, 512), (512, 1024)] (width × height)."""
     return [tuple(int(v) for v in item.lower().split("x")) for item in text.split(",") if item.strip()]
@@ -427,7 +463,7 @@ def run_generated(args, model: DiffusionModel, device) -> Rows:
     editor = DragEditor(model)
     probe = StageProbe(device)
     instrument(editor, probe)
-    rows = Rows(args.json)
+    rows = Rows(args.json, args.append)
     for w, h in parse_sizes(args.sizes) if args.sizes else [(args.size, args.size)]:
         gen_config = GenerationConfig(prompt="a photo of a cat", guidance_scale=args.guidance,
                                       scheduler=args.scheduler, width=w, height=h)
@@ -457,6 +493,141 @@ def run_generated(args, model: DiffusionModel, device) -> Rows:
             rows.add(row)
     probe.close()
     return rows
+
+
+# --- FLOPs (--flops) --------------------------------------------------------------------------------------------------
+PIPELINES = {"sd15": sd15_pipeline, "sdxl": sdxl_pipeline}
+
+
+def meta_model(arch: str) -> DiffusionModel:
+    """The full-size architecture on PyTorch's ``meta`` device: shapes only, nothing is allocated or computed, so
+    the FLOPs of the real layers can be counted in seconds, without weights. (Not :meth:`DiffusionModel.from_pipeline`:
+    it moves the text encoders to the CPU, and a meta tensor cannot be moved.)"""
+    pipe = PIPELINES[arch]("meta")
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
+        if module is not None:
+            module.requires_grad_(False).eval()
+    return DiffusionModel(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler.config,
+                          f"{arch}-architecture-meta", text_encoder_2=getattr(pipe, "text_encoder_2", None),
+                          tokenizer_2=getattr(pipe, "tokenizer_2", None))
+
+
+def _flops(fn) -> int:
+    """FLOPs of ``fn()`` (matmuls, convolutions and attention: 2 per multiply-add), by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def call_flops(model: DiffusionModel, size: int) -> dict[str, int]:
+    """FLOPs of one call of every kind an edit makes at ``size``², counted through the library's own calls on the
+    meta device: ``fwd`` / ``fwd2`` a UNet forward at batch 1 / 2, ``fwd_bwd`` / ``fwd_bwd4`` a forward with the
+    backward to its input (frozen UNet: no weight gradients; the LoRA's are negligible) at batch 1 / 4,
+    ``kv_record`` / ``kv_replace`` a forward under FastDrag's K/V copy (:mod:`dragkit.kv_copy`), ``partial`` a
+    forward that stops at the family's feature block (:meth:`dragkit.stages.FeatureModel.features`), ``encode`` /
+    ``decode`` the VAE (one image), ``text`` the prompt's encoding."""
+    from dragkit import stages
+    from dragkit.features import capture_features
+    from dragkit.kv_copy import kv_copy
+
+    side, t, saved = size // model.vae_scale_factor, 601, {}
+    text = model.conditioning("a photo", (size, size))
+
+    def z(batch, grad=False):
+        return torch.zeros(batch, model.unet.config.in_channels, side, side, device="meta", requires_grad=grad)
+
+    def forward(batch=1):
+        with torch.no_grad():
+            stages.unet_eps(model, z(batch), t, text)
+
+    def forward_backward(batch):
+        with torch.enable_grad():
+            stages.unet_eps(model, z(batch, grad=True), t, text).sum().backward()
+
+    def under_kv(mode):
+        with kv_copy(model.unet, mode, saved):
+            forward()
+
+    def partial():
+        with torch.no_grad(), capture_features(model.unet, model.family.feature_block) as capture:
+            stages.FeatureModel(model, capture, (size // 2, size // 2)).features(z(1), t, text)
+
+    image = torch.zeros(1, 3, size, size, device="meta")
+    return {"fwd": _flops(forward), "fwd2": _flops(lambda: forward(2)),
+            "fwd_bwd": _flops(lambda: forward_backward(1)), "fwd_bwd4": _flops(lambda: forward_backward(4)),
+            "kv_record": _flops(lambda: under_kv("record")), "kv_replace": _flops(lambda: under_kv("replace")),
+            "partial": _flops(partial), "encode": _flops(lambda: model.encode_posterior(image)),
+            "decode": _flops(lambda: model.decode(z(1))),
+            "text": _flops(lambda: model.conditioning("a photo", (size, size)))}
+
+
+def stage_calls(config) -> dict[str, dict[str, float]]:
+    """{stage: {call kind: how many}} of one cold edit with ``config`` — the most it can make (every drag step run) —
+    counted as docs/performance.md does. k = ``config.inverted_steps`` DDIM inversion forwards; the denoising runs
+    the k steps back, at batch 2 beside its source branch under reference attention, at batch 1 under the K/V copy."""
+    k, method = config.inverted_steps, config.method
+    copies_kv = getattr(config, "copies_kv", False)
+    lora = {"fwd_bwd4": config.lora_steps * config.lora_batch_size / 4} if config.lora_steps else {}
+    if method == "dragdiffusion":
+        drag = {"fwd_bwd": config.optimization_steps}
+    elif method == "gooddrag":  # J Adam steps per tracking, B trackings per drag timestep; ≈ 2 no-grad forwards per
+        # drag timestep (the undragged branch, the next latent)
+        drag = {"fwd_bwd": config.drag_denoise_steps * config.trackings_per_denoise
+                * config.supervision_steps_per_tracking, "fwd": 2 * config.drag_denoise_steps}
+    elif method == "fastdrag":
+        drag = {}  # the warp: element-wise, no UNet
+    elif method == "soliddrag":
+        drag = {"partial": 1}  # the features at t*, then the solid warp (element-wise)
+    else:
+        raise ValueError(f"no FLOP model for method {method!r}: add it to stage_calls")
+    denoise = {"kv_replace": k} if copies_kv else {"fwd2" if config.reference_attention else "fwd": k}
+    return {"vae_encode": {"encode": 1, "text": 1}, "lora": lora,
+            "lora_recompute": {"fwd": config.lora_steps * config.lora_batch_size} if config.lora_steps else {},
+            "inversion": {"kv_record" if copies_kv else "fwd": k}, "drag": drag, "denoising": denoise,
+            "vae_decode": {"decode": 1}}
+
+
+FLOP_STAGES = ("vae_encode", "lora", "lora_recompute", "inversion", "drag", "denoising", "vae_decode")
+WARM_STAGES = ("drag", "denoising", "vae_decode")  # a re-edit of a prepared image
+
+
+def count_flops(args) -> Rows:
+    """One row per method: TFLOP per stage of a cold edit at ``args.size``² on the ``args.arch`` architecture (the
+    family's defaults resolved), the cold and warm totals, and the per-call FLOPs they are made of."""
+    from dragkit.family import resolve
+
+    model = meta_model(args.arch)
+    calls = call_flops(model, args.size)
+    rows = Rows(args.json, args.append)
+    for method, config in method_configs(args).items():
+        config = resolve(config, model.family, model.default_size)
+        counts = stage_calls(config)
+        tflop = {stage: sum(n * calls[kind] for kind, n in counts[stage].items()) / 1e12 for stage in FLOP_STAGES}
+        cold = sum(v for stage, v in tflop.items() if stage != "lora_recompute")
+        rows.add({"mode": "flops", "method": method, "model": model.name, "size": args.size,
+                  "tflop": {k: round(v, 3) for k, v in tflop.items()}, "calls": counts,
+                  "cold_tflop": round(cold, 3), "cold_checkpointed_tflop": round(cold + tflop["lora_recompute"], 3),
+                  "warm_tflop": round(sum(tflop[s] for s in WARM_STAGES), 3),
+                  "call_gflop": {k: round(v / 1e9, 2) for k, v in calls.items()}})
+    return rows
+
+
+def flops_markdown(rows: list[dict]) -> str:
+    head = ["method", "model", "size", "VAE enc + text", "LoRA (+ ckpt recompute)", "inversion", "drag", "denoising",
+            "VAE dec", "cold TFLOP (ckpt)", "warm TFLOP"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        t = r["tflop"]
+        lines.append("| " + " | ".join([
+            r["method"], r["model"], f"{r['size']}²", f"{t['vae_encode']:.2f}",
+            f"{t['lora']:.1f} (+{t['lora_recompute']:.1f})", f"{t['inversion']:.2f}", f"{t['drag']:.2f}",
+            f"{t['denoising']:.2f}", f"{t['vae_decode']:.2f}",
+            f"**{r['cold_tflop']:.1f}** ({r['cold_checkpointed_tflop']:.1f})", f"{r['warm_tflop']:.1f}"]) + " |")
+    if rows:
+        lines += ["", "GFLOP per call: " + ", ".join(f"{k} {v:g}" for k, v in rows[0]["call_gflop"].items())]
+    return "\n".join(lines)
 
 
 HEADS = {
@@ -506,6 +677,14 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines + ["| " + " | ".join(_cells(r)) + " |" for r in rows])
 
 
+def _goal(cold: dict, met: bool) -> str:
+    """Issue 16's goal (warm ≤ ⅓ cold) is about the LoRA a warm re-edit reuses; a method without one (FastDrag,
+    SolidDrag: a warm re-edit is the denoising half of its UNet calls) is not judged by it."""
+    if not cold.get("unet", {}).get("lora", {}).get("forward", 1):
+        return " (no LoRA: a re-edit skips the inversion only)"
+    return " — goal ≤ 1/3 met" if met else " — goal ≤ 1/3 NOT met"
+
+
 def warm_summary(rows: list[dict]) -> list[str]:
     """One line per method that has a cold and a warm row: warm ÷ cold (issue 16's goal: ≤ ⅓)."""
     lines = []
@@ -516,7 +695,7 @@ def warm_summary(rows: list[dict]) -> list[str]:
             prep = mine.get("prepare", {}).get("seconds", {}).get("total")
             lines.append(f"{method}: warm re-edit {warm:.2f} s = {warm / cold:.2f} × cold edit {cold:.2f} s"
                          + (f" (prepare {prep:.2f} s)" if prep is not None else "")
-                         + (" — goal ≤ 1/3 met" if warm <= cold / 3 else " — goal ≤ 1/3 NOT met"))
+                         + _goal(mine["cold"], warm <= cold / 3))
     return lines
 
 
@@ -534,8 +713,9 @@ def main():
                    "a machine shared with other jobs, where oversubscribed threads slow everything down)")
     p.add_argument("--warmup", action="store_true", help="one short edit first (CUDA kernels, allocator; with "
                    "--compile it also compiles, so the cold edit no longer includes that)")
-    p.add_argument("--warm", action="store_true",
-                   help="after the cold edit: editor.prepare (timed) and --reedits warm re-edits with new points")
+    p.add_argument("--warm", nargs="?", const="all", metavar="METHODS",
+                   help="after the cold edit: editor.prepare (timed) and --reedits warm re-edits with new points; "
+                   "with a comma list, for those methods only (e.g. the one-step methods beside one long cold edit)")
     p.add_argument("--reedits", type=int, default=1, choices=range(1, len(WARM_POINTS) + 1),
                    help="warm re-edits per method with --warm (default: %(default)s)")
     p.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
@@ -543,6 +723,11 @@ def main():
     p.add_argument("--no-mask", action="store_true", help="no mask (DragDiffusion's drag forwards then stop at the "
                    "feature block: partial forwards)")
     p.add_argument("--json", help="write the rows as JSON here (after every row)")
+    p.add_argument("--append", action="store_true", help="keep the rows --json already holds, add this run's after "
+                   "them (several runs in one file: scripts/device_check.sh's rows)")
+    p.add_argument("--flops", action="store_true", help="count FLOPs instead of timing: TFLOP per stage of a cold "
+                   "edit and a warm re-edit of every --method, on --arch sd15|sdxl built on the meta device (nothing "
+                   "is computed), at --size")
     g = p.add_argument_group("generated-image mode")
     g.add_argument("--generated", action="store_true",
                    help="time a generation, then the drag of the generated image (no LoRA, no inversion)")
@@ -551,6 +736,12 @@ def main():
     g.add_argument("--scheduler", default="ddim", help="sampler of the generation (default: %(default)s)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.flops:
+        if args.arch not in PIPELINES:
+            p.error("--flops counts a full-size architecture: --arch sd15 or --arch sdxl")
+        rows = count_flops(args)
+        print(flops_markdown(rows[rows.kept:]))
+        return 0
     if args.generated:
         device = select_device(args.device)
         model = load_model(args, device, select_dtype(device, args.dtype))
@@ -559,6 +750,7 @@ def main():
         rows = run_generated(args, model, device)
     else:
         rows = run(args)
+    rows = rows[rows.kept:]  # this run's
     print(markdown(rows))
     for line in warm_summary(rows):
         print(line)
