@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One prepared device check: speed, UNet calls and memory of both methods at full size (cold edit, preparation and warm
-# re-edit; fp16 and bf16; eager and torch.compile), and the suite's device-relevant tests, on whatever accelerator the
-# machine has. Every step has a timeout and the whole run a budget (default 450 s: under 8 minutes on an H100/H200);
+# One prepared device check: speed, UNet calls and memory of every method at full size (cold edit, preparation and warm
+# re-edit; DragDiffusion and GoodDrag in fp16 and bf16, eager and torch.compile; FastDrag and SolidDrag in fp16), and
+# the suite's device-relevant tests, on whatever accelerator the machine has. Every step has a timeout and the whole run a budget (default 450 s: under 8 minutes on an H100/H200);
 # a summary is always written and printed.
 #
 #   scripts/device_check.sh --prepare                 # here, with a package registry: fetch the wheels the GPU machine
@@ -9,10 +9,15 @@
 #                                                     # .golden/ (both git-ignored; carry them: carry=[".whl", ".golden"])
 #   scripts/device_check.sh                           # on the device machine: cuda, full-size SD-1.5 (random weights)
 #   scripts/device_check.sh --budget 560 --only fp16-compile,bf16-compile   # a second call for what did not fit
+#   scripts/device_check.sh --budget 120 --only fastdrag                    # the one-step methods alone (≈ 1 min)
 #   scripts/device_check.sh --device cpu --arch tiny --quick --out /tmp/dc   # the CPU path (tested in the suite)
 #
 # Rows (--only takes a comma list; default: all of these in this order, most wanted first):
-#   fp16          paper defaults (LoRA 80/70 steps, ≤ 80 drag steps / AlDD 7×10×3), --warmup, cold + prepare + warm
+#   fp16          DragDiffusion and GoodDrag, paper defaults (LoRA 80/70 steps, ≤ 80 drag steps / AlDD 7×10×3),
+#                 --warmup, cold + prepare + warm
+#   fastdrag      FastDrag and SolidDrag (the one-step methods), paper defaults (10 DDIM steps, 7 inverted, no LoRA),
+#                 fp16, --warmup, cold + prepare + two warm re-edits (warp + denoising only); its rows are added to
+#                 the fp16 row's JSON (one table, side by side; and the 8 files a device call brings back)
 #   tests         DRAGKIT_TEST_DEVICE=$DEVICE pytest of the device-relevant tests (half precision, compile, host syncs,
 #                 prepared images, memory)
 #   bf16          reduced steps (REDUCED below: LoRA 20, drag 20, AlDD 2×10×3), --warmup, cold + prepare + warm
@@ -20,12 +25,13 @@
 #                 the compilation of every graph (LoRA step, inversion, drag, denoising), prepare and warm run compiled
 #   bf16-compile  the same in bf16
 #   sdxl          (opt-in, --sdxl) SDXL architecture at 1024², fp16, paper defaults, cold only
-# On cpu, fp32 replaces fp16 and bf16 (fp32, fp32-compile).
+# On cpu, fp32 replaces fp16 and bf16 (fp32, fastdrag in fp32, fp32-compile).
 #
 # Sizing (docs/performance.md "Speed" and "Device check"): a paper-default SD-1.5 512² edit is ≈ 0.8 PFLOP with the
 # LoRA's checkpointing recompute (GoodDrag's 210 drag steps: ≈ 0.9), ≈ 4.5–10 s at the 6–25 % of the 990 TFLOP/s peak
 # an eager UNet reaches; the fp16 row (model build ≈ 20 s, warmups, cold + prepare + warm of both methods) ≈ 60–120 s;
-# the tests ≈ 60–150 s (146 s on a 2-core CPU at 1 thread); bf16 runs a quarter of the LoRA and drag steps (≈ 40 s:
+# the fastdrag row ≈ 30–40 s (model build ≈ 20 s; an edit is 14 UNet forwards + 1 partial for SolidDrag, ≈ 15 TFLOP,
+# ≈ 0.2–0.3 s each at that utilisation: `benchmark.py --flops`); the tests ≈ 60–150 s (146 s on a 2-core CPU at 1 thread); bf16 runs a quarter of the LoRA and drag steps (≈ 40 s:
 # bf16 and fp16 run at the same rate on Hopper, so per-step times carry over). Compilation does not depend on the step
 # count (≈ 5 graph variants per method and dtype, assumed ≈ 1 min each with inductor), so the compile rows run REDUCED
 # steps and get what is left of the budget: fp16-compile is expected to finish at least DragDiffusion, bf16-compile
@@ -174,6 +180,10 @@ Path(sys.argv[1], "env.json").write_text(json.dumps(info, indent=1))
 print(info)
 EOF
 
+# The rows' methods: the LoRA-and-optimisation methods (their step cuts, REDUCED and --quick, are about LoRA and drag
+# steps) and the one-step methods (no LoRA, no optimisation: always paper defaults, cheap enough for any budget).
+FOUNDING=(--method dragdiffusion --method gooddrag)
+ONESTEP=(--method fastdrag --method soliddrag)
 # Step counts: the main rows run paper defaults; REDUCED cuts the LoRA and the drag to a quarter (per-step times carry
 # over); --quick cuts everything to a smoke test of the script.
 REDUCED=(--set lora_steps=20 --set optimization_steps=20 --set drag_denoise_steps=2)
@@ -183,7 +193,7 @@ if [ "$QUICK" = 1 ]; then
         --set trackings_per_denoise=2)
   REDUCED=("${FULL[@]}")
 fi
-COMPILED=("${REDUCED[@]}")
+COMPILED=("${FOUNDING[@]}" "${REDUCED[@]}")
 if [ "$QUICK" = 1 ]; then  # tracing is what a compile row costs on the CPU (~20 s a method at 1 thread, ~60 s more
   # with reference attention): the smoke test compiles one method without it
   COMPILED=(--method dragdiffusion --set lora_steps=2 --set optimization_steps=3 --set num_inference_steps=10
@@ -194,9 +204,11 @@ if [ -z "$BACKEND" ]; then
   [ "$DEVICE" = cpu ] && BACKEND=eager  # inductor on the CPU compiles for many minutes
 fi
 if [ "$DEVICE" = cpu ]; then
-  DEFAULT_ROWS=fp32,tests,fp32-compile
+  DEFAULT_ROWS=fp32,fastdrag,tests,fp32-compile
+  ONESTEP_DTYPE=fp32
 else
-  DEFAULT_ROWS=fp16,tests,bf16,fp16-compile,bf16-compile
+  DEFAULT_ROWS=fp16,fastdrag,tests,bf16,fp16-compile,bf16-compile
+  ONESTEP_DTYPE=fp16
 fi
 ROWS=${ONLY:-$DEFAULT_ROWS}
 [ "$SDXL" = 1 ] && [ -z "$ONLY" ] && ROWS="$ROWS,sdxl"
@@ -212,10 +224,13 @@ for row in ${ROWS//,/ }; do
         tests/test_prepared.py tests/test_memory.py > "$OUTDIR/tests.log" 2>&1
       tail -3 "$OUTDIR/tests.log" ;;
     fp16|fp32)
-      step "bench $ARCH $dt" 180 "${BENCH[@]}" --dtype "$dt" --warmup "${FULL[@]}" \
+      step "bench $ARCH $dt" 180 "${BENCH[@]}" "${FOUNDING[@]}" --dtype "$dt" --warmup "${FULL[@]}" \
         --json "$OUTDIR/bench_${ARCH}_${dt}.json" ;;
+    fastdrag)
+      step "bench $ARCH $ONESTEP_DTYPE fastdrag soliddrag" 90 "${BENCH[@]}" "${ONESTEP[@]}" --dtype "$ONESTEP_DTYPE" \
+        --warmup --reedits 2 --json "$OUTDIR/bench_${ARCH}_${ONESTEP_DTYPE}.json" --append ;;
     bf16)
-      step "bench $ARCH bf16 (reduced steps)" 100 "${BENCH[@]}" --dtype bf16 --warmup "${REDUCED[@]}" \
+      step "bench $ARCH bf16 (reduced steps)" 100 "${BENCH[@]}" "${FOUNDING[@]}" --dtype bf16 --warmup "${REDUCED[@]}" \
         --json "$OUTDIR/bench_${ARCH}_bf16.json" ;;
     fp16-compile|bf16-compile|fp32-compile)
       step "bench $ARCH $dt compile $BACKEND (reduced steps)" 300 "${BENCH[@]}" --dtype "$dt" --compile "$BACKEND" \
@@ -223,6 +238,6 @@ for row in ${ROWS//,/ }; do
     sdxl)
       step "bench sdxl fp16 1024" 150 $PY scripts/benchmark.py --arch sdxl --device "$DEVICE" --size 1024 --warmup \
         --dtype fp16 "${FULL[@]}" --json "$OUTDIR/bench_sdxl_fp16.json" ;;
-    *) echo "device_check.sh: unknown row $row (fp16, bf16, fp32, tests, fp16-compile, bf16-compile, fp32-compile, sdxl)" >&2 ;;
+    *) echo "device_check.sh: unknown row $row (fp16, fastdrag, bf16, fp32, tests, fp16-compile, bf16-compile, fp32-compile, sdxl)" >&2 ;;
   esac
 done
