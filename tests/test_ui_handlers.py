@@ -136,8 +136,10 @@ def test_points_handlers_and_editor_echo(ctx):
     assert handlers.on_clear(_session())["session"].points == ()
     assert handlers.on_clear_image(_session()) == {"session": ss.Session(), "view": None, "status": texts.START,
                                                    "prepared": None}
-    assert handlers.on_method(app, "gooddrag") == {"params-dragdiffusion": gr.update(visible=False),
-                                                   "params-gooddrag": gr.update(visible=True)}
+    from dragkit.config import METHODS
+
+    assert handlers.on_method(app, "gooddrag") == {f"params-{m}": gr.update(visible=m == "gooddrag")
+                                                   for m in METHODS}  # one parameter group per registered method
 
 
 def test_import_sets_the_method_and_its_parameters(ctx, tmp_path):
