@@ -18,8 +18,8 @@
 #   fastdrag      FastDrag and SolidDrag (the one-step methods), paper defaults (10 DDIM steps, 7 inverted, no LoRA),
 #                 fp16, --warmup, cold + prepare + two warm re-edits (warp + denoising only); its rows are added to
 #                 the fp16 row's JSON (one table, side by side; and the 8 files a device call brings back)
-#   tests         DRAGKIT_TEST_DEVICE=$DEVICE pytest of the device-relevant tests (half precision, compile, host syncs,
-#                 prepared images, memory)
+#   tests         DRAGKIT_TEST_DEVICE=$DEVICE pytest -m device: the tests marked device-relevant (half precision,
+#                 compile, host syncs, prepared images, memory)
 #   bf16          reduced steps (REDUCED below: LoRA 20, drag 20, AlDD 2×10×3), --warmup, cold + prepare + warm
 #   fp16-compile  REDUCED, --compile (inductor; on cpu: dynamo's eager backend), no warmup: the cold edit includes
 #                 the compilation of every graph (LoRA step, inversion, drag, denoising), prepare and warm run compiled
@@ -220,8 +220,7 @@ for row in ${ROWS//,/ }; do
     tests)
       [ "$TESTS" = 1 ] || continue
       step "tests on $DEVICE" 180 env DRAGKIT_TEST_DEVICE="$DEVICE" $PY -m pytest -q -p no:cacheprovider \
-        --durations=8 -o log_cli=false tests/test_half_precision.py tests/test_compile.py tests/test_host_syncs.py \
-        tests/test_prepared.py tests/test_memory.py > "$OUTDIR/tests.log" 2>&1
+        --durations=8 -o log_cli=false -m device tests > "$OUTDIR/tests.log" 2>&1
       tail -3 "$OUTDIR/tests.log" ;;
     fp16|fp32)
       step "bench $ARCH $dt" 180 "${BENCH[@]}" "${FOUNDING[@]}" --dtype "$dt" --warmup "${FULL[@]}" \

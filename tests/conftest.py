@@ -38,6 +38,13 @@ def pytest_configure(config):
         torch.set_num_threads(int(os.environ["DRAGKIT_TEST_THREADS"]))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Browser and Ray tests belong to the slow tier: ``-m "not slow"`` leaves them out without marking them twice."""
+    for item in items:
+        if item.get_closest_marker("browser") or item.get_closest_marker("ray"):
+            item.add_marker(pytest.mark.slow)
+
+
 def require_shared(path: Path, what: str) -> Path:
     """``path`` if it exists; otherwise skip with a reason (a user's checkout) or fail (CI=true)."""
     if path.exists():

@@ -44,6 +44,7 @@ def random_lpips_weights(torch_home: Path) -> None:
     torch.save({k: v.abs() for k, v in model.state_dict().items() if k.startswith("lin")}, directory / "alex.pth")
 
 
+@pytest.mark.slow
 def test_dragbench_run_then_report(tiny, dragbench_dir, tmp_path):
     run = tmp_path / "runs" / "dd"
     r = dragkit("bench", "dragbench", "--data", dragbench_dir, "--out", run, "--model", tiny, "--limit", "2",
@@ -118,6 +119,7 @@ def drag100(tmp_path):
     return root
 
 
+@pytest.mark.slow
 def test_drag100_shard_resume_and_failing_sample(tiny, drag100, tmp_path):
     run = tmp_path / "gd"
     r = dragkit("bench", "drag100", "--data", drag100, "--out", run, "--model", tiny, "--shard", "0/2",

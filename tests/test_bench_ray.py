@@ -109,6 +109,7 @@ def local_ray():
         ray.shutdown()
 
 
+@pytest.mark.ray
 @needs_ray
 def test_two_ray_workers_give_the_single_process_results_and_survive_a_killed_worker(
         tiny_model_dir, dragbench_dir, tmp_path, local_ray):
@@ -140,6 +141,7 @@ def test_two_ray_workers_give_the_single_process_results_and_survive_a_killed_wo
         assert len(again.skipped) == len(single.done) and not pool.actors
 
 
+@pytest.mark.ray
 @needs_ray
 def test_an_editor_that_cannot_load_stops_the_ray_run_in_one_line(tmp_path, dragbench_dir, local_ray):
     from dragkit.benchmark.cluster import RayPool

@@ -35,6 +35,7 @@ def photo(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_edit_end_to_end_json_and_replay(tiny_model_dir, photo, tmp_path):
     out, js = tmp_path / "edited.png", tmp_path / "edited.json"
     r = dragkit("edit", photo, "--drag", "30,40:50,40", "--drag", "100,74:90,60", "--mask", photo.parent / "mask.png",
@@ -57,6 +58,7 @@ def test_edit_end_to_end_json_and_replay(tiny_model_dir, photo, tmp_path):
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(out2)))
 
 
+@pytest.mark.slow
 def test_edit_dragbench_sample(tiny_model_dir, tmp_path):
     sample = tmp_path / "animals" / "s1"
     sample.mkdir(parents=True)
@@ -129,6 +131,7 @@ def test_bad_input_one_line_nonzero_no_output(case, tiny_model_dir, photo, tmp_p
     assert not (tmp_path / "pwned").exists()
 
 
+@pytest.mark.slow
 def test_hub_model_unreachable_is_fast_and_clear(photo, tmp_path):
     import time
 

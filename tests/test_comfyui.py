@@ -136,6 +136,7 @@ def test_tensor_layouts_round_trip():
 
 # --- runs on the shapes model --------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_drag_moves_the_object_and_reuses_the_prepared_image(editor, task):
     out = _drag(editor, task)
     (image,) = out["result"]
@@ -152,6 +153,7 @@ def test_drag_moves_the_object_and_reuses_the_prepared_image(editor, task):
     assert len(editor.prepared) == 1
 
 
+@pytest.mark.slow
 def test_node_equals_dragkit_edit(editor, task, tmp_path):
     from dragkit.cli import main
 

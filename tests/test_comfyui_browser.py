@@ -23,6 +23,8 @@ from PIL import Image
 from dragkit.comfyui import nodes
 from dragkit.shapes.tasks import make_tasks
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]

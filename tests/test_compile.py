@@ -23,6 +23,8 @@ from dragkit.models import DiffusionModel, compile_unet
 from dragkit.testing import build_tiny_pipeline
 from dragkit.types import DragRequest
 
+pytestmark = [pytest.mark.device, pytest.mark.slow]
+
 
 def test_compiled_unet_gives_the_same_edits_for_both_methods(test_device):
     model = DiffusionModel.from_pipeline(build_tiny_pipeline(0).to(test_device), name="tiny")

@@ -7,6 +7,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from dragkit.config import default_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,6 +22,7 @@ def check(out: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProc
                           env=ENV)
 
 
+@pytest.mark.slow
 def test_device_check_cpu_path_writes_its_summary(tmp_path):
     """The eager rows only: the compiled rows are the same command with --compile (dynamo's tracing of the tiny UNet
     costs ≈ 30 s here; compiling is tested in tests/test_compile.py, and the compiled counts on the GPU). The
@@ -69,6 +72,7 @@ def test_device_check_cpu_path_writes_its_summary(tmp_path):
             assert warm["inversion_cached"] and warm["unet"]["inversion"]["forward"] == 0 and "vs_cold" in warm
 
 
+@pytest.mark.slow
 def test_device_check_keeps_to_its_budget(tmp_path):
     out = tmp_path / "dc"
     r = check(out, "--budget", "25", "--only", "fp32,fp32-compile", timeout=120)

@@ -82,6 +82,7 @@ def test_apply_threads(monkeypatch):
         torch.set_num_threads(before)
 
 
+@pytest.mark.slow
 def test_cli_notices_and_generated_model(tiny_model_dir, tmp_path):
     """No mask and a shrunk image: one warning line each; a generation is dragged with its recorded model (no
     --model), and another --model is refused with one line before anything loads."""
@@ -113,6 +114,7 @@ def test_cli_notices_and_generated_model(tiny_model_dir, tmp_path):
     assert Image.open(tmp_path / "big-out.png").size == (400, 300)
 
 
+@pytest.mark.slow
 def test_offline_hub_model_fails_fast_with_one_line(tmp_path):
     img = tmp_path / "p.png"
     Image.new("RGB", (64, 64)).save(img)

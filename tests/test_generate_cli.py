@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,6 +22,7 @@ def dragkit(*args):
                           env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_generate_then_drag_the_generated_image(tiny_model_dir, tmp_path):
     gen = tmp_path / "gen.png"
     r = dragkit("generate", "--prompt", "a cat", "--negative-prompt", "blurry", "--seed", "7", "--guidance", "6",
@@ -46,6 +48,7 @@ def test_generate_then_drag_the_generated_image(tiny_model_dir, tmp_path):
         assert record["config"]["lora_steps"] == 0 and record["config"]["num_inference_steps"] == 8
 
 
+@pytest.mark.slow
 def test_generate_and_generated_errors(tiny_model_dir, tmp_path):
     plain = tmp_path / "photo.png"
     Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(plain)

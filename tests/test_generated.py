@@ -177,6 +177,7 @@ def test_freeu_changes_the_output_and_turns_off(editor, tmp_path):
     assert result.steps > 0 and all(getattr(b, "b1", None) is None for b in editor.model.unet.up_blocks)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(768, 512), (512, 1024)])
 def test_large_and_non_square_sizes_keep_their_shapes(editor, size):
     w, h = size
@@ -240,3 +241,23 @@ def test_the_generation_record_is_one_transaction(editor, tmp_path):
     with pytest.raises(OSError):
         save_generation(gen, target)
     assert not any(p.exists() for p in record_paths(target)) and sorted(tmp_path.iterdir()) == [target]
+
+
+
+def test_one_image_digest_and_old_records_still_verify():
+    """Issue 22: one content hash of the pixels (dragkit.images.pixels_sha256) for prepared images and generation
+    records — with the formula records have always used for ``image_sha256``, so records written before verify."""
+    import hashlib
+
+    from PIL import Image
+
+    from dragkit import generation, prepared
+    from dragkit.images import pixels_sha256
+
+    image = Image.fromarray(np.random.default_rng(3).integers(0, 255, (24, 40, 3), dtype=np.uint8))
+    arr = np.asarray(image)
+    record_formula = hashlib.sha256(arr.tobytes() + str(arr.shape).encode()).hexdigest()  # version 1's
+    assert pixels_sha256(image) == record_formula
+    assert generation.pixels_sha256 is prepared.image_digest is pixels_sha256
+    assert pixels_sha256(image.convert("RGBA")) == record_formula  # alpha is not what dragkit edits
+    assert pixels_sha256(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)) != record_formula

@@ -175,6 +175,7 @@ def test_adam_tolerance_catches_a_wrong_learning_rate(golden_dir, case):
 
 # --- 3. end to end --------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_end_to_end_no_mask(golden_model, golden_dir):
     """dragdiffusion_full is stable end to end: same trajectory, stop at step 19, latent 1e-3, image 5e-3."""
     inputs, traj, out, request = load_case(golden_dir, "dragdiffusion_full")

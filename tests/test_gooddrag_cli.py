@@ -88,6 +88,7 @@ def test_api_without_mask_and_without_animation(tiny):
         assert np.isfinite(np.asarray(result.image, dtype=np.float32)).all()
 
 
+@pytest.mark.slow
 def test_cli_edit_gooddrag_writes_image_json_and_animation(tiny, tmp_path):
     image, out, js, gif = (tmp_path / n for n in ("in.png", "out.png", "out.json", "edit.gif"))
     photo(96, 64).save(image)

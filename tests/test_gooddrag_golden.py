@@ -262,6 +262,7 @@ def test_replay_tracking_events(case, replay, model):
 # --- 3. end to end ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_end_to_end_first_tracking_events_and_final_handles(case, model):
     result = DragEditor(model).edit(case.request, case.config)
     golden = [[tuple(p) for p in e["after_xy"]] for e in case.traj["tracking"][:FIRST_EVENTS]]

@@ -34,6 +34,8 @@ from dragkit.types import DragError, DragRequest
 sys.path.insert(0, str(Path(__file__).parent))
 from test_golden_dragdiffusion import case_config, load_case  # noqa: E402
 
+pytestmark = pytest.mark.device
+
 SHAPES_GRID = 2  # image px per feature px on the 64 px shapes scenes (grid 32²) and the golden 128 px case (64²)
 
 
@@ -48,6 +50,7 @@ def feature_px(result, reference) -> float:
         / SHAPES_GRID
 
 
+@pytest.mark.slow
 def test_golden_dragdiffusion_in_fp16_follows_fp32_until_the_random_model_turns_chaotic(golden_dir, test_device):
     """The golden DragDiffusion case as recorded (no LoRA, K = 20), latent optimisation through the fp16 UNet: the
     start and the first two trackings are fp32's exactly (measured: the first 3 entries at 2 threads, the first 4 at
@@ -72,6 +75,7 @@ def shapes_editors(shapes_model_dir, test_device):
             for dtype in ("fp32", "bf16")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["dragdiffusion", "gooddrag"])
 def test_bf16_real_image_edit_lands_where_fp32_lands(shapes_editors, method):
     """A shapes task (LoRA 20 steps included, 25 DDIM steps): bf16 ends on fp32's handles (within 1 feature px;

@@ -18,6 +18,8 @@ from dragkit.config import default_config
 from dragkit.editor import DragEditor
 from dragkit.types import DragRequest
 
+pytestmark = pytest.mark.device
+
 READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
 
 

@@ -11,6 +11,8 @@ from dragkit.lora import checkpointing_by_default, gradient_checkpointing, train
 from dragkit.models import DiffusionModel, text_encoder_placement, use_vae_tiling
 from dragkit.testing import build_tiny_pipeline, build_tiny_sdxl_pipeline
 
+pytestmark = pytest.mark.device
+
 
 @pytest.fixture(scope="module")
 def model():

@@ -12,6 +12,8 @@ from dragkit.config import GenerationConfig, default_config
 from dragkit.editor import DragEditor
 from dragkit.types import DragError, DragRequest
 
+pytestmark = pytest.mark.device
+
 
 @pytest.fixture(scope="module")
 def editor(tiny_model):

@@ -188,6 +188,7 @@ def dragkit(*args, cwd):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_identity_end_to_end_and_bad_input(tmp_path):
     out = tmp_path / "run"
     r = dragkit("bench", "shapes", "--method", "identity", "--n", "4", "--out", out, "--no-progress", cwd=tmp_path)
@@ -214,6 +215,7 @@ CI_MAX_ERROR_FRACTION = 0.6  # identity and a drag without motion supervision sc
 CI_MIN_BACKGROUND_PSNR = 22.0  # here ≈ 27 dB
 
 
+@pytest.mark.slow
 def test_a_real_drag_brings_the_object_closer(shapes_model_dir, tmp_path):
     """GoodDrag with reduced steps (LoRA 20, 25 DDIM steps) on 5 tasks must bring the object clearly closer than not
     editing. Measured on the trained model: drag error 0.27 of the requested distance, background 27.3 dB; a broken

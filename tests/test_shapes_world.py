@@ -53,6 +53,7 @@ def test_rendered_object_has_its_colour_inside_its_mask():
         assert np.abs(img[inner] - np.array(shape.rgb)).max() <= 1
 
 
+@pytest.mark.slow
 def test_training_runs_resumes_and_exports_a_loadable_model(tmp_path):
     from dragkit.models import DiffusionModel
     from dragkit.shapes.train import train
@@ -103,6 +104,7 @@ def test_shipped_model_meets_its_quality_bar(shipped_model):
     assert np.mean(inv) >= 25.0
 
 
+@pytest.mark.slow
 def test_quality_command_writes_report_and_grid(tmp_path, shapes_model_dir):
     from dragkit.cli import main
 

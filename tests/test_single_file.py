@@ -109,6 +109,7 @@ def photo(tmp_path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_cli_edit_with_single_file_and_model_config(checkpoint, golden_folder, photo, tmp_path):
     out = tmp_path / "edited.png"
     r = dragkit("edit", photo, "--drag", "20,30:28,30", "--model", checkpoint, "--model-config", golden_folder,

@@ -68,6 +68,7 @@ def server(tmp_path_factory):
     log.close()
 
 
+@pytest.mark.slow
 def test_drag_through_gradio_client(server):
     from gradio_client import Client, handle_file
 

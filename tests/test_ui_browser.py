@@ -21,6 +21,8 @@ from PIL import Image, ImageDraw
 
 from dragkit.ui.drawing import view_scale
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
