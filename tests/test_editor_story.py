@@ -55,7 +55,7 @@ def test_identity_lora_trains_on_the_working_image_inversion_uses(editor, monkey
 
 
 def test_registry_maps_every_method_to_its_config_and_optimize():
-    assert list(OPTIMIZE) == list(METHODS) == ["dragdiffusion", "gooddrag", "fastdrag"]
+    assert list(OPTIMIZE) == list(METHODS) == ["dragdiffusion", "gooddrag", "fastdrag", "soliddrag"]
     for name, cls in METHODS.items():
         assert cls.method == name and issubclass(cls, MethodConfig) and default_config(name) == cls()
     with pytest.raises(DragError, match="unknown method"):
