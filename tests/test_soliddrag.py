@@ -65,3 +65,28 @@ def test_a_warm_re_edit_reuses_the_inversion_and_its_kv(tiny_model):
     cold = editor.edit(request, config)
     assert warm.inversion_cached and not cold.inversion_cached
     torch.testing.assert_close(warm.latent, cold.latent, atol=0, rtol=0)
+
+
+def test_generated_image_sdxl_and_bf16(tiny_model, tmp_path_factory):
+    """SolidDrag wherever FastDrag runs: a generated image under CFG (the features of the conditional branch), the
+    SDXL family (its feature block), bf16 (an fp32 master latent)."""
+    from dragkit.config import GenerationConfig
+    from dragkit.models import DiffusionModel
+    from dragkit.testing import save_tiny_sdxl_model
+
+    config = dataclasses.replace(SolidDragConfig(), num_inference_steps=6)
+    editor = DragEditor(tiny_model)
+    gen = editor.generate(GenerationConfig(prompt="a disc", num_inference_steps=6, guidance_scale=5.0, width=64,
+                                           height=48))
+    result = editor.edit(DragRequest(gen.image, [(20, 20)], [(30, 22)]), config, generation=gen)
+    assert result.image.size == (64, 48) and torch.isfinite(result.latent).all()
+
+    xl = tmp_path_factory.mktemp("xl") / "model"
+    save_tiny_sdxl_model(xl)
+    for dtype in ("fp32", "bf16"):
+        model = DiffusionModel.from_pretrained(str(xl), device="cpu", dtype=dtype)
+        rng = np.random.default_rng(4)
+        image = Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+        out = DragEditor(model).edit(DragRequest(image, [(20, 20)], [(36, 30)]), config)
+        assert out.config.feature_block == model.family.feature_block and out.latent.dtype == torch.float32
+        assert torch.isfinite(out.latent).all()
