@@ -7,6 +7,7 @@ Set DRAGKIT_UI_SCREENSHOT=docs/ui.png to also refresh the README's screenshot.
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -68,20 +69,32 @@ def assets(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(assets):
+    yield from _serve(assets["root"] / "server.log", "--model", str(assets["model"]), "--lora-steps", "2",
+                      "--set", "optimization_steps=3", "--set", "num_inference_steps=10",
+                      "--lora-cache", str(assets["root"] / "lora"))
+
+
+@pytest.fixture(scope="module")
+def shapes_server(assets, shapes_model_dir):
+    """The app on the shapes model, SolidDrag selected (a one-step method: Live on)."""
+    yield from _serve(assets["root"] / "shapes_server.log", "--model", str(shapes_model_dir), "--method",
+                      "soliddrag", "--lora-cache", "")
+
+
+def _serve(log_path: Path, *args: str):
+    """``dragkit ui ARGS`` on a free port, until the test module is done: yields its url and process."""
     port = _free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
                GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    log = open(assets["root"] / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dragkit", "ui", "--model", str(assets["model"]), "--port", str(port),
-         "--lora-steps", "2", "--set", "optimization_steps=3", "--set", "num_inference_steps=10",
-         "--lora-cache", str(assets["root"] / "lora")], env=env, stdout=log, stderr=subprocess.STDOUT)
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "dragkit", "ui", "--port", str(port), *args], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 120
     while True:
         if proc.poll() is not None:
             log.close()
-            pytest.fail("dragkit ui exited: " + (assets["root"] / "server.log").read_text()[-2000:])
+            pytest.fail("dragkit ui exited: " + log_path.read_text()[-2000:])
         try:
             urllib.request.urlopen(url, timeout=2)
             break
@@ -348,3 +361,22 @@ def test_a_huge_upload_is_downscaled_in_the_browser_with_a_note(browser, server,
     expect(page.locator("#dragkit-upload-note")).to_contain_text("The image is 4096×3072")
     context.close()
     assert server["proc"].poll() is None
+
+
+def test_live_re_edit_with_a_one_step_method(browser, shapes_server, assets):
+    """SolidDrag on the shapes model: completing a pair runs the drag at once (Live is on), no Run."""
+    context, page = _open(browser, shapes_server)
+    expect(page.locator("#live input")).to_be_checked()
+    _upload(page, assets["root"] / "small.png")
+    _prep(page).to_contain_text("Ready", timeout=90_000)
+    _click(page, 30, 30, "Click the target of handle 1.")
+    _click(page, 40, 30, "Live re-edit")
+    _status(page).to_contain_text("inversion reused")
+    assert _result_size(page) == (96, 64)
+    first = page.locator("#result img").get_attribute("src")
+    _click(page, 70, 20, "Click the target of handle 2.")
+    _click(page, 75, 30, "Live re-edit")
+    _status(page).to_contain_text(re.compile(r"Final handles: \(\d+, \d+\), \(\d+, \d+\)\."))  # both pairs
+    expect(page.locator("#result img")).not_to_have_attribute("src", first)
+    context.close()
+    assert shapes_server["proc"].poll() is None

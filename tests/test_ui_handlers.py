@@ -138,8 +138,9 @@ def test_points_handlers_and_editor_echo(ctx):
                                                    "prepared": None}
     from dragkit.config import METHODS
 
-    assert handlers.on_method(app, "gooddrag") == {f"params-{m}": gr.update(visible=m == "gooddrag")
-                                                   for m in METHODS}  # one parameter group per registered method
+    shown = handlers.on_method(app, "gooddrag")
+    assert {k: v for k, v in shown.items() if k != "live"} == {
+        f"params-{m}": gr.update(visible=m == "gooddrag") for m in METHODS}  # one parameter group per method
 
 
 def test_import_sets_the_method_and_its_parameters(ctx, tmp_path):
@@ -187,3 +188,120 @@ def test_no_update_is_a_skip_for_gradio(page):
     assert ui.updates_by_component({"status": "x", "params-gooddrag": 1}) == {ui.status: "x", ui.groups[1]: 1}
     assert ui.values_by_name({ui.seed: 3, ui.params["gooddrag"][0]: True}) == {
         "seed": 3, param_id("gooddrag", app.params["gooddrag"][0].name): True}
+
+
+# --- Live: one-step methods re-run the drag at every change of the point pairs ---------------------------------------
+
+class RecordingEditor(FakeEditor):
+    """The fake editor, remembering the points of every edit it ran."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.points = []
+
+    def edit(self, request, config, **kw):
+        self.points.append((list(request.handles), list(request.targets)))
+        return super().edit(request, config, **kw)
+
+
+def _click(sess, x, y):
+    scale = handlers.drawing.view_scale(sess.image.size)
+    evt = type("Select", (), {"index": (x * scale, y * scale)})()
+    return handlers.on_click(sess, evt)["session"]
+
+
+def _live_form(app, sess, **values):
+    return _form(app, sess, method="soliddrag", live=True, prepared=None) | values
+
+
+def test_live_is_on_for_one_step_methods_and_off_with_a_reason_for_iterative_ones(page):
+    from dragkit.config import METHODS
+
+    app, ui = page  # started on dragdiffusion
+    assert ui.live.value is False and ui.live.interactive is False and "one-step method" in ui.live.info
+    live = {m: handlers.on_method(app, m)["live"] for m in METHODS}
+    assert {m: (u["value"], u["interactive"]) for m, u in live.items()} == {
+        "dragdiffusion": (False, False), "gooddrag": (False, False), "fastdrag": (True, True),
+        "soliddrag": (True, True)}
+    assert live["gooddrag"]["info"] == ("off: gooddrag optimises the drag step by step (about a minute per edit on a "
+                                        "GPU); Live needs a one-step method (fastdrag, soliddrag)")
+    # an iterative method never runs live, even when the page says Live
+    editor = RecordingEditor()
+    app = AppContext.create(editor, max_side=256, work_dir=str(app.work))
+    form = _live_form(app, _session(), method="dragdiffusion")
+    assert handlers.on_live_queued(app, form, None) == {}
+    assert list(handlers.on_live_run(app, form, None)) == [{}] and editor.calls == 0
+
+
+def test_a_target_click_with_live_on_queues_exactly_one_run(ctx):
+    editor = RecordingEditor()
+    app = ctx(editor)
+    sess = _click(ss.clear_points(_session()), 10, 10)  # a handle alone: nothing to run
+    assert handlers.on_live_queued(app, _live_form(app, sess), None) == {}
+    assert list(handlers.on_live_run(app, _live_form(app, sess), None)) == [{}]
+    sess = _click(sess, 20, 12)  # its target
+    form = _live_form(app, sess)
+    assert handlers.on_live_queued(app, form, None) == {}
+    updates = list(handlers.on_live_run(app, form, None))
+    assert list(handlers.on_live_run(app, form, None)) == [{}]  # the same points again: already run
+    assert editor.points == [([(10, 10)], [(20, 12)])]
+    done = updates[-1]
+    assert done["status"].startswith("**Live re-edit** in 1.25 s (no identity LoRA). Final handles: (20, 12).")
+    assert done["result_img"].size == (48, 32) and done["last_edit"]["key"] == handlers.gather(app, form).key
+    assert done["downloads"] is None and done["trajectory"] is None
+    assert all("view" not in u for u in updates)  # the points view keeps the clicks
+    assert "result_img" not in updates[0]  # the previous result stays in view until this one replaces it
+    # Live off: nothing runs
+    off = _live_form(app, ss.undo_point(sess), live=False)
+    handlers.on_live_queued(app, off, None)
+    assert list(handlers.on_live_run(app, off, None)) == [{}] and editor.calls == 1
+
+
+def test_a_burst_of_clicks_leaves_one_pending_run_with_the_latest_points(ctx):
+    editor = RecordingEditor()
+    app = ctx(editor)
+    sess = _click(ss.clear_points(_session()), 10, 10)
+    forms = []  # each click's event: the points handler, then Live's queued step; its run waits on the device
+    for target in [(20, 12), (24, 14), (30, 16)]:
+        sess = _click(ss.undo_point(sess) if len(sess.points) == 2 else sess, *target)
+        forms.append(_live_form(app, sess))
+        handlers.on_live_queued(app, forms[-1], None)
+    sess = _click(sess, 40, 20)  # a handle without its target: the last pair's run still counts
+    handlers.on_live_queued(app, _live_form(app, sess), None)
+    # the runs reach the device in order, each with the values of its click: only the wanted one runs...
+    assert [list(handlers.on_live_run(app, f, None)) for f in forms] == [[{}], [{}], [{}]]
+    assert editor.calls == 0  # ...and the unpaired handle has superseded them all
+    sess = _click(sess, 44, 20)
+    forms = [_live_form(app, ss.undo_point(ss.undo_point(sess))), _live_form(app, sess)]
+    for form in forms:
+        handlers.on_live_queued(app, form, None)
+    # the page sends a waiting run with the latest values: the first run takes the latest points, the second finds
+    # them taken
+    assert len(list(handlers.on_live_run(app, forms[1], None))) > 1
+    assert list(handlers.on_live_run(app, forms[1], None)) == [{}]
+    assert list(handlers.on_live_run(app, forms[0], None)) == [{}]
+    assert editor.points == [([(10, 10), (40, 20)], [(30, 16), (44, 20)])]
+
+
+def test_live_errors_and_cancel_behave_as_for_run(ctx):
+    editor = RecordingEditor()
+    app = ctx(editor)
+    assert handlers.on_live_queued(app, _live_form(app, _session(), seed=1.5), None) == {
+        "status": "**Error:** seed must be a whole number"}
+    assert list(handlers.on_live_run(app, _live_form(app, _session(), seed=1.5), None)) == [{}]
+    # a point outside the painted region: the notice, as for Run
+    mask = np.zeros((32, 48), np.uint8)
+    mask[:, 15:] = 1
+    sess = ss.set_mask(_session(), mask)
+    handlers.on_live_queued(app, _live_form(app, sess), None)
+    done = list(handlers.on_live_run(app, _live_form(app, sess), None))[-1]
+    assert done["status"].startswith("**Live re-edit**") and "handle 1 (10, 10) lies outside" in done["status"]
+    # Cancel drops a live edit still waiting, and says so
+    handlers.on_live_queued(app, _live_form(app, _session()), None)
+    assert handlers.on_cancel(app, _session(), None)["status"] == texts.CANCELLED
+    assert list(handlers.on_live_run(app, _live_form(app, _session()), None)) == [{}] and editor.calls == 1
+    assert handlers.on_cancel(app, _session(), None)["status"] == texts.NOTHING_TO_CANCEL
+    failing = ctx(RecordingEditor(error=RuntimeError("device lost")))
+    handlers.on_live_queued(failing, _live_form(failing, _session()), None)
+    assert list(handlers.on_live_run(failing, _live_form(failing, _session()), None))[-1]["status"] == \
+        "**Error:** the edit failed: RuntimeError: device lost"

@@ -358,3 +358,25 @@ def test_preparations_per_session():
     preps.forget("b")  # the tab has gone: its preparation stops, and one still queued does not start
     assert third.is_set() and not preps.wanted("b", "k9") and preps.claim("b", "k9") is None
     assert not preps.want("a", None) and not preps.wanted("a", "k3")
+
+
+def test_live_re_edits_of_a_prepared_image_with_a_one_step_method(editor, make_app):
+    """Live (a one-step method): completing a pair re-runs the drag on the prepared image (its inversion and attention
+    K/V reused), the result updated in place, without Run."""
+    tab = Tab(make_app(editor))
+    tab.values.update(method="soliddrag", live=True)
+    tab.upload(picture(3))
+    prepared = tab.values["prepared"]
+    assert tab.values["prep_status"] == "**Ready** · inversion prepared: Run only drags."
+    for target in [(30, 24), (34, 20)]:
+        tab.points((20, 20), target)
+        assert tab.apply(handlers.on_live_queued(tab.app, tab.form, tab.request)) == {}
+        updates = [tab.apply(u) for u in handlers.on_live_run(tab.app, tab.form, tab.request)]
+        statuses = [u["status"] for u in updates]
+        assert "**Running** · **DDIM inversion** reused from cache" in statuses  # no inversion step: only the drag
+        assert not any("DDIM inversion** — step" in line for line in statuses), statuses
+        done = updates[-1]
+        assert done["status"].startswith("**Live re-edit** in ") and "(no identity LoRA; inversion reused)" in \
+            done["status"], done["status"]
+        assert done["result_img"].size == (64, 48) and "view" not in done
+        assert "prepared" not in done and tab.values["prepared"] is prepared  # reused, not replaced

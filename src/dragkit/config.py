@@ -95,6 +95,9 @@ class MethodConfig:
     lora_weight_decay: float = param(1e-2, "AdamW weight decay (reference: diffusers default 1e-2)", min=0)
 
     method = ""  # the registry name (METHODS)
+    # a one-step method (no optimisation): a re-edit of a prepared image is one warp and a few denoising steps, fast
+    # enough for the web app to re-run it live as points are placed
+    one_step = False
 
     def __post_init__(self):
         validate(self)
@@ -180,6 +183,7 @@ class FastDragConfig(MethodConfig):
                                          "(reference: off — it overwrites that latent pixel)")
 
     method = "fastdrag"
+    one_step = True
 
     def __post_init__(self):
         super().__post_init__()

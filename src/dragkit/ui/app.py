@@ -89,10 +89,24 @@ def wire(ui: Layout, ctx: AppContext) -> None:
     # The upload event carries the uploaded file itself; change events (brush strokes) carry canvas blobs.
     then_prepare(ui.editor_in.upload(on(handlers.on_editor), [ui.editor_in, ui.session], edited, **HIDDEN))
     then_prepare(ui.editor_in.clear(on(handlers.on_clear_image), [ui.session], new_image, **HIDDEN))
-    ui.view.select(on(handlers.on_click), [ui.session], points, **HIDDEN)
-    ui.undo_btn.click(on(handlers.on_undo), [ui.session], points, **HIDDEN)
-    ui.clear_btn.click(on(handlers.on_clear), [ui.session], points, **HIDDEN)
-    ui.method.change(on(handlers.on_method), [ui.method], ui.groups, **HIDDEN)
+    # Live (one-step methods): every change of the points records the edit they describe at once (superseding a
+    # live edit still waiting), then queues it on the device; "always_last": the page keeps at most one waiting
+    # behind the running one, sent with the latest values when its turn comes.
+    live_form = {*form, ui.live}
+    live_queued = dict(fn=on(handlers.on_live_queued), inputs=live_form, outputs=[ui.status], queue=False,
+                       trigger_mode="always_last", **HIDDEN)
+    live_run = dict(fn=on(handlers.on_live_run), inputs=live_form,
+                    outputs=ui.named("status", "result_img", "compare", "trajectory", "downloads", "last_edit",
+                                     "prepared", "prep_status"), trigger_mode="always_last",
+                    **{**DEVICE, "show_progress": "hidden"})
+
+    def then_live(event: Any) -> None:
+        event.then(**live_queued).then(**live_run)
+
+    then_live(ui.view.select(on(handlers.on_click), [ui.session], points, **HIDDEN))
+    then_live(ui.undo_btn.click(on(handlers.on_undo), [ui.session], points, **HIDDEN))
+    then_live(ui.clear_btn.click(on(handlers.on_clear), [ui.session], points, **HIDDEN))
+    ui.method.change(on(handlers.on_method), [ui.method], [*ui.groups, ui.live], **HIDDEN)
     # typed values prepare once they are entered (blur / Enter), not at every keystroke; the settings the preparation
     # depends on are the prepared image's inversion key's (changing one prepares again)
     typed = [ui.prompt, ui.seed, *(w for m, ws in ui.params.items() for w in ws

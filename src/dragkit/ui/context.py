@@ -1,6 +1,6 @@
 """What the web app's sessions share (:class:`AppContext`): the loaded editor, the methods' configs and parameters,
-the folder for written files, the device lock, the cancel flags and the wanted preparations. No Gradio; nothing per
-session or per run (each session's prepared image lives in its own ``gr.State``)."""
+the folder for written files, the device lock, the cancel flags, the wanted preparations and live re-edits. No
+Gradio; nothing per session or per run (each session's prepared image lives in its own ``gr.State``)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from ..config import GenerationConfig, default_config, method_names
 from ..family import SD, resolve
 from . import params as params_mod
 from . import session as ss
-from .job import CancelFlags, Preparations
+from .job import CancelFlags, LiveEdits, Preparations
 
 KEEP_RUN_DIRS = 64  # per-run folders (edit-, export-, import-, traj-) kept in the work folder
 
@@ -32,7 +32,8 @@ def _mtime(path: Path) -> float:
 class AppContext:
     """What every session shares: the loaded editor, the methods' start configs and parameters, the upload size
     limit, the folder for written files, the device lock (one edit, preparation or generation at a time on the model),
-    the sessions' cancel flags and their wanted preparations (content key and cancel flag)."""
+    the sessions' cancel flags, their wanted preparations (content key and cancel flag) and their wanted live
+    re-edits."""
 
     editor: Any
     defaults: dict[str, Any]  # method → config shown at start
@@ -43,6 +44,7 @@ class AppContext:
     device_lock: threading.Lock = field(default_factory=threading.Lock)
     cancel_flags: CancelFlags = field(default_factory=CancelFlags)
     preparations: Preparations = field(default_factory=Preparations)
+    live_edits: LiveEdits = field(default_factory=LiveEdits)
 
     @classmethod
     def create(cls, editor: Any, defaults: Optional[dict[str, Any]] = None, max_side: int = ss.DEFAULT_MAX_SIDE,

@@ -10,6 +10,11 @@ queues :func:`on_prepare` on the device, like a Run. The resulting :class:`~drag
 the session's ``prepared`` state; Run passes it to the editor when it is of the same image and prompt (a Run clicked
 during a preparation waits in the device queue behind it, then finds it done), and a Run without one starts a fresh
 one that the edit fills, so the next Run on that image is warm either way. A new image drops it.
+
+Live re-edits (one-step methods, whose warm re-edit is a warp and a few denoising steps): with Live on, every change
+of the points (a target click, an undo or a clear that leaves pairs) calls :func:`on_live_queued` at once (it records
+the edit the points now describe as the session's wanted live edit, superseding one still waiting) and queues
+:func:`on_live_run` on the device, which runs that edit like a Run unless newer points have superseded it.
 """
 
 from __future__ import annotations
@@ -126,8 +131,10 @@ def on_clear(sess: ss.Session) -> Updates:
 
 
 def on_method(ctx: AppContext, name: str) -> Updates:
-    """Show the selected method's parameters only."""
-    return {params_mod.group_id(m): gr.update(visible=(m == name)) for m in ctx.methods}
+    """Show the selected method's parameters only; Live on for a one-step method, off and disabled (saying why) for
+    an iterative one."""
+    return {**{params_mod.group_id(m): gr.update(visible=(m == name)) for m in ctx.methods},
+            "live": gr.update(**layout.live_state(name))}
 
 
 # --- run, cancel, export ---------------------------------------------------------------------------------------------
@@ -214,21 +221,29 @@ def on_run(ctx: AppContext, form: dict[str, Any], request: gr.Request) -> Iterat
     except DragError as exc:
         yield {"status": texts.error(exc)}
         return
+    yield from run_edit(ctx, edit, form.get("prepared"), request)
+
+
+def run_edit(ctx: AppContext, edit: EditInput, current: Optional[PreparedImage], request: Optional[gr.Request],
+             live: bool = False) -> Iterator[Updates]:
+    """Run ``edit`` (reusing and filling the session's ``current`` prepared image) and stream its updates: Run's, or
+    a ``live`` re-edit's, which keep the result in view until the new one replaces it and leave the points view (and
+    the written files: Export writes them) alone."""
     key = session_key(request)
     flag = ctx.cancel_flags.flag(key)
     if flag.is_set():  # cancelled while waiting in the queue
         ctx.cancel_flags.release(key, flag)
         yield {"status": texts.CANCELLED}
         return
-    logger.debug("edit requested (session %s)", key)
-    current = form.get("prepared")
+    logger.debug("%s requested (session %s)", "live edit" if live else "edit", key)
     prepared = prepared_for(ctx, edit, current)
     job = EditJob(ctx.editor, edit.request, edit.config, seed=edit.seed, generation=edit.generation,
                   prepared=prepared, cancel=flag, device_lock=ctx.device_lock).start()
     try:
-        yield {"status": texts.starting(edit.warnings), "result_img": None, "compare": None, "trajectory": None}
+        yield {"status": texts.starting(edit.warnings)} | (
+            {} if live else {"result_img": None, "compare": None, "trajectory": None})
         for snapshot in job.progress():
-            yield progress_updates(edit, snapshot)
+            yield {"status": snapshot.text} if live else progress_updates(edit, snapshot)
     finally:
         if not job.wait(0):  # the stream was closed early (the tab went away): stop the edit, free the device
             job.cancel()
@@ -241,7 +256,9 @@ def on_run(ctx: AppContext, form: dict[str, Any], request: gr.Request) -> Iterat
         if prepared.holds(edit.config, edit.seed):
             kept["prep_status"] = texts.ready(edit.config)
     if job.error is not None:
-        yield {"status": failure_text(job.error), "view": view(edit.session), **kept}
+        yield {"status": failure_text(job.error), **({} if live else {"view": view(edit.session)}), **kept}
+    elif live:
+        yield live_result_updates(edit, job.result) | kept
     else:
         yield result_updates(ctx, edit, job.result) | kept
 
@@ -279,6 +296,56 @@ def result_updates(ctx: AppContext, edit: EditInput, result: DragResult) -> Upda
             "last_edit": {"key": edit.key, "result": dataclasses.replace(result, latent=None)}}
 
 
+def live_result_updates(edit: EditInput, result: DragResult) -> Updates:
+    """A finished live re-edit: status, result and comparison in place, the last-edit state (Export includes the
+    result); the previous downloads and trajectory go, being of another edit."""
+    note = texts.lora_note(result, edit.config, generated=edit.generation is not None)
+    return {"status": texts.live_done(result, note, edit.warnings), "result_img": result.image,
+            "compare": (edit.request.image, result.image), "trajectory": None, "downloads": None,
+            "last_edit": {"key": edit.key, "result": dataclasses.replace(result, latent=None)}}
+
+
+# --- live re-edits (one-step methods: the drag re-runs at every change of the point pairs) ---------------------------
+
+def live_on(ctx: AppContext, form: dict[str, Any]) -> bool:
+    """Whether the form asks for live re-edits: Live ticked and the method one-step (its config's ``one_step``)."""
+    config = ctx.defaults.get(form.get("method"))
+    return bool(form.get("live")) and bool(getattr(config, "one_step", False))
+
+
+def on_live_queued(ctx: AppContext, form: dict[str, Any], request: gr.Request) -> Updates:
+    """After a change of the points, before the queue: with Live on and complete pairs, make the edit they describe
+    the session's wanted live edit (superseding one still waiting); otherwise want none. A mistake in the form is one
+    line, as for Run."""
+    key = session_key(request)
+    sess = form["session"]
+    if not live_on(ctx, form) or not sess.points or len(sess.points) % 2:
+        ctx.live_edits.want(key, None)
+        return {}
+    try:
+        edit = gather(ctx, form)
+    except DragError as exc:
+        ctx.live_edits.want(key, None)
+        return {"status": texts.error(exc)}
+    ctx.live_edits.want(key, edit.key)
+    return {}
+
+
+def on_live_run(ctx: AppContext, form: dict[str, Any], request: gr.Request) -> Iterator[Updates]:
+    """The live re-edit queued after a change of the points (on the device, like a Run): runs when its edit is still
+    the session's wanted live edit and no other run has taken it; otherwise (superseded by newer points, or Live
+    off) does nothing."""
+    try:
+        edit = gather(ctx, form)
+    except Exception:  # on_live_queued has said why, or nothing was wanted
+        edit = None
+    if edit is None or not ctx.live_edits.claim(session_key(request), edit.key):
+        # no update (a Gradio generator that yields nothing at all clears its outputs in the page)
+        yield {}
+        return
+    yield from run_edit(ctx, edit, form.get("prepared"), request, live=True)
+
+
 def save_trajectory(ctx: AppContext, edit: EditInput, result: DragResult) -> Optional[str]:
     """The handle trajectory (or the edit's own frames) as a GIF file; None when there is nothing to animate."""
     gif = drawing.trajectory_animation(edit.request.image, edit.session.points, result.trajectory,
@@ -295,17 +362,19 @@ def on_unload(ctx: AppContext, request: gr.Request) -> None:
     moves on."""
     found = ctx.cancel_flags.cancel(session_key(request))
     ctx.preparations.forget(session_key(request))
+    ctx.live_edits.forget(session_key(request))
     logger.debug("session %s closed; edit cancelled: %s", session_key(request), found)
 
 
 def on_cancel(ctx: AppContext, sess: ss.Session, request: gr.Request) -> Updates:
     """Cancel this session's edit and its preparation, queued or running (each stops at its next step and frees the
-    device)."""
+    device), and a live edit still waiting."""
     key = session_key(request)
     edit = ctx.cancel_flags.cancel(key)
     preparation = ctx.preparations.cancel(key)
-    logger.debug("cancel (session %s): edit %s, preparation %s", key, edit, preparation)
-    return {"status": texts.CANCELLED if edit or preparation else texts.NOTHING_TO_CANCEL, "view": view(sess)}
+    live = ctx.live_edits.cancel(key)
+    logger.debug("cancel (session %s): edit %s, preparation %s, waiting live edit %s", key, edit, preparation, live)
+    return {"status": texts.CANCELLED if edit or preparation or live else texts.NOTHING_TO_CANCEL, "view": view(sess)}
 
 
 def on_export(ctx: AppContext, form: dict[str, Any]) -> Updates:

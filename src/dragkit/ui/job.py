@@ -10,7 +10,9 @@ is set, so that Run only drags).
 
 :class:`CancelFlags` holds each browser session's edit flag, so that Cancel reaches an edit that is still waiting in
 the queue as well as a running one; :class:`Preparations` holds each session's *wanted* preparation (its content key)
-and its flag, so that a newer image, prompt or setting cancels a stale preparation, and Cancel reaches it too.
+and its flag, so that a newer image, prompt or setting cancels a stale preparation, and Cancel reaches it too;
+:class:`LiveEdits` holds each session's wanted live re-edit (one-step methods), so that a burst of clicks runs the
+latest points once.
 """
 
 from __future__ import annotations
@@ -236,6 +238,52 @@ class PrepareJob(Job):
     def call(self, callback: Callable[[ProgressEvent], None]) -> PreparedImage:
         return self.editor.prepare(self.image, self.prompt, self.config, seed=self.seed, callback=callback,
                                    prepared=self.into)
+
+
+class LiveEdits:
+    """Each browser session's wanted live re-edit (session key → the edit's key: image, points, mask, prompt,
+    settings), shared by the app's event handlers. Every change of the points with Live on wants the edit they now
+    describe (or none); a live run queued earlier that reaches the device runs only if its edit is still the wanted
+    one and no other run has taken it, so a burst of clicks runs the latest points once (the page itself keeps at most
+    one live run waiting behind the running one). A running live edit is not stopped: its result is shown, then the
+    next one's."""
+
+    def __init__(self) -> None:
+        self._wanted: dict[str, list] = {}  # session → [key, taken]
+        self._lock = threading.Lock()
+
+    def want(self, session: str, key: Optional[Hashable]) -> None:
+        """Make ``key`` ``session``'s wanted live edit (None: none), superseding an earlier one still waiting."""
+        with self._lock:
+            if key is None:
+                self._wanted.pop(session, None)
+            else:
+                self._wanted[session] = [key, False]
+
+    def claim(self, session: str, key: Hashable) -> bool:
+        """Whether the live run of ``key`` should run now: it is ``session``'s wanted live edit and no run has
+        taken it yet (it is taken by this call)."""
+        with self._lock:
+            wanted = self._wanted.get(session)
+            if wanted is None or wanted[0] != key or wanted[1]:
+                return False
+            wanted[1] = True
+            return True
+
+    def cancel(self, session: str) -> bool:
+        """Drop ``session``'s live edit still waiting (a running one stops by its cancel flag); False when none
+        waits."""
+        with self._lock:
+            wanted = self._wanted.get(session)
+            if wanted is None or wanted[1]:
+                return False
+            del self._wanted[session]
+            return True
+
+    def forget(self, session: str) -> None:
+        """The session has gone."""
+        with self._lock:
+            self._wanted.pop(session, None)
 
 
 @dataclass

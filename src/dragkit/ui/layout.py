@@ -11,6 +11,7 @@ from typing import Any
 
 import gradio as gr
 
+from ..config import METHODS
 from ..sampling import SCHEDULERS
 from . import params as params_mod
 from . import session as ss
@@ -135,6 +136,7 @@ class Layout:
     params: dict  # method → its parameter widgets, in config field order
     run_btn: gr.Button
     cancel_btn: gr.Button
+    live: gr.Checkbox  # Live: re-run the drag at every change of the point pairs (one-step methods only)
     compare: gr.ImageSlider
     trajectory: gr.Image
     export_btn: gr.Button
@@ -207,11 +209,20 @@ def _drag_tab(params: dict[str, list[params_mod.Param]], method: str, seed: int)
     with gr.Row():
         parts["run_btn"] = gr.Button("Run", variant="primary", elem_id="run-btn")
         parts["cancel_btn"] = gr.Button("Cancel", variant="stop", elem_id="cancel-btn")
+        parts["live"] = gr.Checkbox(label=texts.LIVE_LABEL, elem_id="live", scale=2, **live_state(method))
     with gr.Row():
         parts["compare"] = gr.ImageSlider(label="Before / after", interactive=False, format="png", elem_id="compare")
         parts["trajectory"] = gr.Image(label="Handle trajectory", interactive=False, format="gif",
                                        elem_id="trajectory")
     return parts | _exchange_row()
+
+
+def live_state(method: str) -> dict[str, Any]:
+    """The Live checkbox's value, interactivity and hint for ``method``: on for a one-step method (its config's
+    ``one_step``), off and disabled, with the reason, for an iterative one."""
+    one_step = getattr(METHODS.get(method), "one_step", False)
+    live_methods = [m for m, cls in METHODS.items() if cls.one_step]
+    return dict(value=one_step, interactive=one_step, info=texts.live_hint(method, one_step, live_methods))
 
 
 def _images_row() -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """The status texts the web app shows (Markdown strings; pure functions, no Gradio).
 
 One place for every message of the Drag tab, so that the handlers only decide *which* message, and the words stay
-consistent: "**Error:** …" one-liners, "**Running** · …" progress, "**Done** …" with what the identity LoRA did, and
-the preparation line: "**Preparing** · …", "**Ready** · …".
+consistent: "**Error:** …" one-liners, "**Running** · …" progress, "**Done** …" (or "**Live re-edit** …") with what
+the identity LoRA did, and the preparation line: "**Preparing** · …", "**Ready** · …".
 """
 
 from __future__ import annotations
@@ -134,6 +134,27 @@ def done(result: DragResult, note: str, warnings: Sequence[str]) -> str:
     handles = ", ".join(f"({x:.0f}, {y:.0f})" for x, y in result.final_handles)
     return (f"**Done** in {total:.1f} s ({note}; {result.steps} drag steps). Final handles: {handles}."
             + warnings_note(warnings))
+
+def live_done(result: DragResult, note: str, warnings: Sequence[str]) -> str:
+    """The status of a finished live re-edit (Live on, a one-step method): time, what was reused (LoRA ``note``) and
+    where the handles ended."""
+    total = result.timings.get("total", 0)
+    handles = ", ".join(f"({x:.0f}, {y:.0f})" for x, y in result.final_handles)
+    return f"**Live re-edit** in {total:.2f} s ({note}). Final handles: {handles}." + warnings_note(warnings)
+
+
+LIVE_LABEL = "Live"
+
+
+def live_hint(method: str, one_step: bool, live_methods: Sequence[str]) -> str:
+    """The Live checkbox's one-line hint: what it does for a one-step ``method``; why it is off for an iterative
+    one."""
+    if one_step:
+        return "re-runs the drag on the prepared image as you complete, undo or clear point pairs (no Run needed)"
+    others = ", ".join(live_methods) or "none loaded"
+    return (f"off: {method} optimises the drag step by step (about a minute per edit on a GPU); Live needs a "
+            f"one-step method ({others})")
+
 
 
 def generated(seconds: float, config: Any) -> str:
