@@ -31,7 +31,7 @@
 # LoRA's checkpointing recompute (GoodDrag's 210 drag steps: ≈ 0.9), ≈ 4.5–10 s at the 6–25 % of the 990 TFLOP/s peak
 # an eager UNet reaches; the fp16 row (model build ≈ 20 s, warmups, cold + prepare + warm of both methods) ≈ 60–120 s;
 # the fastdrag row ≈ 30–40 s (model build ≈ 20 s; an edit is 14 UNet forwards + 1 partial for SolidDrag, ≈ 15 TFLOP,
-# ≈ 0.2–0.3 s each at that utilisation: `benchmark.py --flops`); the tests ≈ 60–150 s (146 s on a 2-core CPU at 1 thread); bf16 runs a quarter of the LoRA and drag steps (≈ 40 s:
+# ≈ 0.2–0.3 s each at that utilisation: `dragkit bench speed --flops`); the tests ≈ 60–150 s (146 s on a 2-core CPU at 1 thread); bf16 runs a quarter of the LoRA and drag steps (≈ 40 s:
 # bf16 and fp16 run at the same rate on Hopper, so per-step times carry over). Compilation does not depend on the step
 # count (≈ 5 graph variants per method and dtype, assumed ≈ 1 min each with inductor), so the compile rows run REDUCED
 # steps and get what is left of the budget: fp16-compile is expected to finish at least DragDiffusion, bf16-compile
@@ -42,7 +42,7 @@
 # $OUT, else docs/gpu), --budget SECONDS (default 450), --only ROWS, --quick (short edits, and the compile rows
 # DragDiffusion alone without reference attention: a smoke test of the script itself), --no-tests, --sdxl,
 # --compile-backend B (default inductor on cuda, eager on cpu).
-# Writes DIR/env.json, DIR/bench_<arch>_<row>.json (rows of scripts/benchmark.py), DIR/tests.log, DIR/steps.json and
+# Writes DIR/env.json, DIR/bench_<arch>_<row>.json (rows of dragkit bench speed), DIR/tests.log, DIR/steps.json and
 # DIR/summary.md (8 files at most: what a device call brings back).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -116,7 +116,6 @@ summary() {
 import json, sys
 from pathlib import Path
 out, arch, size, logs = Path(sys.argv[1]), sys.argv[2], sys.argv[3], Path(sys.argv[4])
-sys.path.insert(0, "scripts")
 steps = json.loads((out / "steps.json").read_text())
 lines = ["# Device check", "", f"{arch} at {size}², budget {steps['budget_s']} s, elapsed {steps['elapsed_s']} s", ""]
 env = out / "env.json"
@@ -129,7 +128,7 @@ for s in steps["steps"]:
     lines.append(f"- {s['name']}: {s['outcome']}{took}")
 lines.append("")
 try:
-    from benchmark import markdown, warm_summary
+    from dragkit.benchmark.speed import markdown, warm_summary
 except Exception as exc:  # torch or the package missing: the steps above say why
     markdown = None
     lines += [f"(tables unavailable: {exc})", ""]
@@ -212,7 +211,7 @@ else
 fi
 ROWS=${ONLY:-$DEFAULT_ROWS}
 [ "$SDXL" = 1 ] && [ -z "$ONLY" ] && ROWS="$ROWS,sdxl"
-BENCH=($PY scripts/benchmark.py --arch "$ARCH" --device "$DEVICE" --size "$SIZE" --warm)
+BENCH=($PY -m dragkit bench speed --arch "$ARCH" --device "$DEVICE" --size "$SIZE" --warm)
 
 for row in ${ROWS//,/ }; do
   dt=${row%-compile}
@@ -235,7 +234,7 @@ for row in ${ROWS//,/ }; do
       step "bench $ARCH $dt compile $BACKEND (reduced steps)" 300 "${BENCH[@]}" --dtype "$dt" --compile "$BACKEND" \
         "${COMPILED[@]}" --json "$OUTDIR/bench_${ARCH}_${dt}_compile.json" ;;
     sdxl)
-      step "bench sdxl fp16 1024" 150 $PY scripts/benchmark.py --arch sdxl --device "$DEVICE" --size 1024 --warmup \
+      step "bench sdxl fp16 1024" 150 $PY -m dragkit bench speed --arch sdxl --device "$DEVICE" --size 1024 --warmup \
         --dtype fp16 "${FULL[@]}" --json "$OUTDIR/bench_sdxl_fp16.json" ;;
     *) echo "device_check.sh: unknown row $row (fp16, fastdrag, bf16, fp32, tests, fp16-compile, bf16-compile, fp32-compile, sdxl)" >&2 ;;
   esac

@@ -25,7 +25,7 @@ from .io import to_rgb
 from .lora import LoraCache, frozen_lora, train_identity_lora
 from .models import DiffusionModel
 from .prepared import PreparedImage
-from .types import DragError, DragRequest, DragResult, ProgressCallback, ProgressEvent
+from .types import DragError, DragRequest, DragResult, ProgressCallback, ProgressEvent, Stage, StageObserver
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,29 @@ class DragEditor:
     def __init__(self, model: DiffusionModel, lora_cache: Optional[LoraCache] = None):
         self.model = model
         self.lora_cache = lora_cache
+        self.observers: list[StageObserver] = []  # told of every stage entered and left (:meth:`observe`)
+
+    @contextmanager
+    def observe(self, observer: StageObserver) -> Iterator[StageObserver]:
+        """Tell ``observer`` of every stage this editor enters and leaves while the block runs (edits, preparations
+        and generations; ``stage_exited`` gets the stage's wall seconds, as ``DragResult.timings``)."""
+        self.observers.append(observer)
+        try:
+            yield observer
+        finally:
+            self.observers.remove(observer)
+
+    @contextmanager
+    def _stage(self, timings: dict[str, float], stage: Stage) -> Iterator[None]:
+        """Wall-clock seconds of the block into ``timings[stage]``, the observers told of its start and end."""
+        for observer in self.observers:
+            observer.stage_entered(stage)
+        try:
+            with _timed(timings, stage):
+                yield
+        finally:
+            for observer in reversed(self.observers):
+                observer.stage_exited(stage, timings[stage])
 
     @classmethod
     def from_pretrained(cls, model: str = DEFAULT_MODEL, *, lora_cache_dir: Optional[str] = None, **kwargs):
@@ -83,7 +106,8 @@ class DragEditor:
         ``callback`` gets a ``ProgressEvent("generation", …)`` per step. Settings are checked against the model first."""
         config = config if config is not None else GenerationConfig()
         check_generation(self.model, config)
-        return generate(self.model, config, callback)
+        with self._stage({}, Stage.GENERATION):
+            return generate(self.model, config, callback)
 
     def edit(self, request: DragRequest, config: Optional[MethodConfig] = None,
              callback: Optional[ProgressCallback] = None, seed: int = 0,
@@ -110,26 +134,26 @@ class DragEditor:
         reuse = prepared if prepared is not None or generation is not None else PreparedImage.of(
             model, request.image, request.prompt)  # without one: a fresh one, dropped with this edit
         callback = guard_progress(_counting_skips(callback, skipped))  # NaN/Inf loss: stop at once
-        with _timed(timings, "total"):
+        with self._stage(timings, Stage.TOTAL):
             edit = stages.prepare(model, request, config, generation)
-            with _timed(timings, "lora"):
+            with self._stage(timings, Stage.LORA):
                 weights, lora_cached = self.identity_lora(edit, reuse, config, callback, seed)
             freeu_setting = generation.config.freeu if generation is not None else ()
             with frozen_lora(model.unet, config.lora_rank, weights), freeu(model.unet, *freeu_setting):
-                with _timed(timings, "inversion"):
+                with self._stage(timings, Stage.INVERSION):
                     if generation is None:
                         z_t, kv, inversion_cached = self.inverted(edit, reuse, config, callback, seed)
                     else:
                         z_t, inversion_cached = generation.latent_at(edit.t_index).to(model.device), False
                         kv = stages.generation_kv(model, edit, generation.latents) if config.copies_kv else None
                     check_finite(z_t, "inversion")
-                with _timed(timings, "optimization"), torch.enable_grad(), \
+                with self._stage(timings, Stage.OPTIMIZATION), torch.enable_grad(), \
                         stages.feature_model(model, edit, config.feature_block) as fm:
                     cache = {"trajectory": reuse.trajectory(config, seed) if generation is None else None} \
                         if config.method in TAKES_TRAJECTORY else {}
                     outcome = OPTIMIZE[config.method](fm, edit, z_t, config, callback, **cache)
                     check_finite(outcome.latent, "latent optimisation", "lower latent_lr?")
-                with _timed(timings, "denoising"):  # attention control: a source branch's (blocks) or saved K/V (kv)
+                with self._stage(timings, Stage.DENOISING):  # attention control: a source branch's (blocks) or saved K/V (kv)
                     blocks = tuple(config.reference_attention_blocks) if config.reference_attention else None
                     latent = check_finite(stages.denoise(model, edit, outcome, blocks, callback, kv), "denoising")
                     image = stages.to_pil(check_finite(model.decode(latent), "VAE decoding"), request.size)
@@ -155,9 +179,10 @@ class DragEditor:
         else:
             prepared.check_image(self.model, image, prompt)
         callback = guard_progress(callback)
-        base = stages.working_image(self.model, image, prompt, config)
-        weights, _ = self.identity_lora(base, prepared, config, callback, seed)
-        with frozen_lora(self.model.unet, config.lora_rank, weights):
+        base, timings = stages.working_image(self.model, image, prompt, config), {}
+        with self._stage(timings, Stage.LORA):
+            weights, _ = self.identity_lora(base, prepared, config, callback, seed)
+        with frozen_lora(self.model.unet, config.lora_rank, weights), self._stage(timings, Stage.INVERSION):
             self.inverted(base, prepared, config, callback, seed)
         return prepared
 
@@ -199,7 +224,7 @@ class DragEditor:
         if weights is not None:
             reuse.loras[key] = weights
             if callback is not None:
-                callback(ProgressEvent("lora", config.lora_steps, config.lora_steps, cached=True))
+                callback(ProgressEvent(Stage.LORA, config.lora_steps, config.lora_steps, cached=True))
             return weights, True
         mean, std = self.posterior(base, reuse)
         generator = torch.Generator(device=model.device).manual_seed(seed)
@@ -222,7 +247,7 @@ class DragEditor:
         z_t, kv = reuse.latents.get(key), reuse.kv.get(key) if config.copies_kv else None
         if z_t is not None and (kv is not None or not config.copies_kv):
             if callback is not None:
-                callback(ProgressEvent("inversion", base.inverted_steps, base.inverted_steps, cached=True))
+                callback(ProgressEvent(Stage.INVERSION, base.inverted_steps, base.inverted_steps, cached=True))
             return z_t, kv, True
         kv = {} if config.copies_kv else None
         z_t = stages.invert(self.model, base, self.posterior(base, reuse)[0], callback, record_kv=kv)
@@ -260,7 +285,7 @@ def _result(edit: stages.Edit, outcome: stages.DragOutcome, image, latent: torch
     frames = None
     if outcome.frames is not None:
         frames = list(outcome.frames) + [draw_points(image, final_handles, edit.request.targets)]
-    order = ("lora", "inversion", "optimization", "denoising", "total")
+    order = (Stage.LORA, Stage.INVERSION, Stage.OPTIMIZATION, Stage.DENOISING, Stage.TOTAL)
     if skipped:
         logger.warning("fp16 gradient overflow: %s step(s) skipped and drawn again (not counted as steps)",
                        ", ".join(f"{stage} {n}" for stage, n in skipped.items()))

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from enum import Enum
+from typing import Callable, Optional, Protocol, Sequence
 
 import numpy as np
 from PIL import Image
@@ -18,6 +19,61 @@ from .images import mask_from_array, to_rgb
 
 Point = tuple[float, float]
 logger = logging.getLogger(__name__)
+
+
+class Stage(str, Enum):
+    """The stages of an edit (and of a generation): one vocabulary for the editor's ``timings`` and progress events,
+    the CLI's progress bars, the web app's status, the benchmarks and the checks. A ``Stage`` is its string
+    (``Stage.LORA == "lora"``, also as a dict key and in JSON), so ``ProgressEvent.stage`` compares equal to the plain
+    names it always had; :attr:`label` is the one human name."""
+
+    LORA = "lora"
+    INVERSION = "inversion"
+    OPTIMIZATION = "optimization"
+    DENOISING = "denoising"
+    GENERATION = "generation"
+    TOTAL = "total"
+
+    @property
+    def label(self) -> str:
+        return STAGE_LABELS[self]
+
+    @property
+    def short(self) -> str:
+        """The label as a table column or progress bar says it."""
+        return STAGE_SHORT[self]
+
+    def __str__(self) -> str:  # the plain name in f-strings and format() on every Python version
+        return self.value
+
+    __format__ = str.__format__
+    __hash__ = str.__hash__  # a key equal to its string in any dict (Enum hashes its member name otherwise)
+
+
+STAGE_LABELS = {Stage.LORA: "identity LoRA", Stage.INVERSION: "DDIM inversion",
+                Stage.OPTIMIZATION: "drag (latent optimisation)", Stage.DENOISING: "denoising",
+                Stage.GENERATION: "generation", Stage.TOTAL: "total"}
+STAGE_SHORT = {Stage.LORA: "LoRA", Stage.INVERSION: "inversion", Stage.OPTIMIZATION: "optimisation",
+               Stage.DENOISING: "denoising", Stage.GENERATION: "generation", Stage.TOTAL: "total"}
+EDIT_STAGES = (Stage.LORA, Stage.INVERSION, Stage.OPTIMIZATION, Stage.DENOISING)  # an edit's, in order
+
+
+def stage_label(stage: str) -> str:
+    """The human name of a stage (a :class:`Stage` or its string); an unknown name as it is."""
+    try:
+        return Stage(stage).label
+    except ValueError:
+        return str(stage)
+
+
+class StageObserver(Protocol):
+    """Told when the editor enters and leaves a stage (:meth:`DragEditor.observe`): the per-stage clock, memory and
+    call counts of a benchmark hang on these. ``stage_exited`` gets the stage's wall seconds (the same figure as
+    ``DragResult.timings``). ``Stage.TOTAL`` encloses an edit's stages."""
+
+    def stage_entered(self, stage: Stage) -> None: ...
+
+    def stage_exited(self, stage: Stage, seconds: float) -> None: ...
 
 
 class EditCancelled(RuntimeError):

@@ -7,6 +7,7 @@
     dragkit bench shapes --method dragdiffusion --sweep inversion_strength=0.5,0.6,0.7,0.8 --n 30 --out runs/sweep
     dragkit bench shapes --out runs/shapes --rescore              # re-measure a finished run from its saved images
     dragkit bench dragbench --data DragBench --out runs/dd --ray auto --gpus-per-worker 1     # on a Ray cluster
+    dragkit bench speed --warm --threads 1        # per-stage seconds, UNet calls and peak memory of every method
 
 Each benchmark is a sub-command added by one function in ``SUBCOMMANDS``; every dataset of
 :data:`dragkit.datasets.DATASETS` gets a runner.
@@ -150,7 +151,25 @@ SUBCOMMANDS = [
     lambda sub: _add_dataset_runner(sub, "drag100", "Drag100"),
     _add_report,
     _add_shapes,
+    lambda sub: _add_speed(sub),
 ]
+
+
+def _add_speed(sub) -> None:
+    from ..benchmark.speed_options import add_arguments
+
+    p = sub.add_parser("speed", help="per-stage seconds, UNet calls and peak memory of an edit, every method",
+                       description="Time a cold edit (and with --warm the preparation and warm re-edits) of every "
+                                   "method on the tiny offline model or a full-size random-weight architecture; "
+                                   "rows as a table and --json (docs/performance.md).")
+    add_arguments(p)
+    p.set_defaults(func=run_speed)
+
+
+def run_speed(args: argparse.Namespace) -> int:
+    from ..benchmark.speed import run_speed as run
+
+    return run(args)
 
 
 def add_parser(sub) -> None:
