@@ -17,13 +17,12 @@ import torch
 
 from .features import supervision_size
 from .stages import working_size
-from .types import DragError, ProgressCallback, ProgressEvent
+from .types import DragError, ProgressCallback, ProgressEvent, Stage, stage_label
 
 logger = logging.getLogger(__name__)
 
 # What a non-finite loss at each stage most likely means.
-HINTS = {"lora": "lower lora_lr?", "optimization": "lower latent_lr?"}
-STAGE_NAMES = {"lora": "identity LoRA", "optimization": "latent optimisation", "generation": "generation"}
+HINTS = {Stage.LORA: "lower lora_lr?", Stage.OPTIMIZATION: "lower latent_lr?"}
 
 
 def check_edit(model, request, config, generation=None) -> None:
@@ -203,7 +202,7 @@ def guard_progress(callback: Optional[ProgressCallback]) -> ProgressCallback:
     stops the edit at once with one line naming the stage and the likely cause."""
     def guarded(event: ProgressEvent) -> None:
         if event.loss is not None and not math.isfinite(event.loss):
-            name = STAGE_NAMES.get(event.stage, event.stage)
+            name = stage_label(event.stage)
             hint = HINTS.get(event.stage, "")
             raise DragError(f"the {name} produced NaN/Inf values (loss at step {event.step})"
                             + (f"; {hint}" if hint else ""))

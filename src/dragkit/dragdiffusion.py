@@ -32,7 +32,7 @@ from .config import DragDiffusionConfig
 from .motion import LossTerms, dragdiffusion_motion_term, handles_on_host, masked_latent_term, motion_loss
 from .optim import ScaledStepper
 from .tracking import reference_vectors_at, track_points
-from .types import ProgressCallback, ProgressEvent
+from .types import ProgressCallback, ProgressEvent, Stage
 
 
 def drag_loss(features, handles, targets, x_prev, x_prev_0, editable_latent, has_mask: bool,
@@ -94,7 +94,7 @@ def optimize_latent(fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tenso
                              config, active)
         steps += 1
         if callback is not None:
-            callback(ProgressEvent("optimization", k + 1, config.optimization_steps,
+            callback(ProgressEvent(Stage.OPTIMIZATION, k + 1, config.optimization_steps,
                                    handles=edit.to_image_points(on_host), loss=loss.total.item(),
                                    timestep=t, skipped=stepper.skipped))
     return Optimization(z.detach(), handles, trajectory, steps)

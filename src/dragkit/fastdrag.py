@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from . import latent_warp, points, stages
 from .config import FastDragConfig
-from .types import ProgressCallback, ProgressEvent
+from .types import ProgressCallback, ProgressEvent, Stage
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def optimize(fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tensor, conf
     no optimiser step is taken. (``fm`` is unused: nothing reads features.)"""
     warped = warp_latent(edit, z_t, config)
     if callback is not None:
-        callback(ProgressEvent("optimization", 1, 1, handles=edit.to_image_points(edit.targets),
+        callback(ProgressEvent(Stage.OPTIMIZATION, 1, 1, handles=edit.to_image_points(edit.targets),
                                timestep=edit.t_star))
     return stages.DragOutcome(warped.filled, z_t, edit.t_index, edit.targets.clone(),
                               [edit.handles.clone(), edit.targets.clone()], 0)

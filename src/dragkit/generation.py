@@ -38,7 +38,7 @@ from .family import resolve
 from .freeu import freeu
 from .images import pixels_sha256  # the hash of image_sha256 in records
 from .models import DiffusionModel
-from .types import DragError, ProgressCallback, ProgressEvent
+from .types import DragError, ProgressCallback, ProgressEvent, Stage
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def generate(model: DiffusionModel, config: GenerationConfig,
             z = solver.step(out, t, z, return_dict=False)[0].float()
             latents.append(z.cpu())
             if callback is not None:
-                callback(ProgressEvent("generation", i + 1, len(timesteps), timestep=int(t)))
+                callback(ProgressEvent(Stage.GENERATION, i + 1, len(timesteps), timestep=int(t)))
     sampled = time.perf_counter()
     image = stages.to_pil(model.decode(z), (config.width, config.height))
     end = time.perf_counter()

@@ -50,7 +50,7 @@ from .motion import LossTerms, gooddrag_motion_term, handles_on_host, masked_lat
 from .optim import ScaledStepper
 from .sampling import predict_x0
 from .tracking import reference_vectors_at, track_points
-from .types import ProgressCallback, ProgressEvent
+from .types import ProgressCallback, ProgressEvent, Stage
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ class _AlddRun:
         self.last = Forward(fwd.t, fwd.latent, fwd.features.detach(), fwd.eps.detach(), fwd.x_prev.detach())
         self.supervision_steps += 1
         if self.callback is not None:
-            self.callback(ProgressEvent("optimization", self.supervision_steps, self.total_steps,
+            self.callback(ProgressEvent(Stage.OPTIMIZATION, self.supervision_steps, self.total_steps,
                                         handles=self.edit.to_image_points(self.on_host[1]),
                                         loss=terms.total.item(),
                                         timestep=fwd.t, skipped=self.stepper.skipped))

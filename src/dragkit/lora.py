@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from .guidance import TextConditioning
 from .optim import ScaledStepper
-from .types import ProgressCallback, ProgressEvent
+from .types import ProgressCallback, ProgressEvent, Stage
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def train_identity_lora(
                 while not stepper.step(loss):  # fp16 overflow: the same batch again at the lowered scale (uncounted)
                     loss = batch_loss()
                 if callback is not None:
-                    callback(ProgressEvent("lora", step + 1, steps, loss=loss.item(), skipped=stepper.skipped))
+                    callback(ProgressEvent(Stage.LORA, step + 1, steps, loss=loss.item(), skipped=stepper.skipped))
         finally:
             unet.eval()
         weights = {k: v.detach().float().cpu().clone() for k, v in

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from . import fastdrag, latent_warp, solid, stages
 from .config import SolidDragConfig
-from .types import ProgressCallback, ProgressEvent
+from .types import ProgressCallback, ProgressEvent, Stage
 
 
 def latent_features(fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tensor) -> torch.Tensor:
@@ -52,7 +52,7 @@ def optimize(fm: stages.FeatureModel, edit: stages.Edit, z_t: torch.Tensor, conf
         free = region & ~result.moved & ~result.cores.any(0)
         latent = latent_warp.warp(latent, free, handles[rest], targets[rest], confine=config.confine_to_mask).filled
     if callback is not None:
-        callback(ProgressEvent("optimization", 1, 1, handles=edit.to_image_points(edit.targets),
+        callback(ProgressEvent(Stage.OPTIMIZATION, 1, 1, handles=edit.to_image_points(edit.targets),
                                timestep=edit.t_star))
     return stages.DragOutcome(latent, z_t, edit.t_index, edit.targets.clone(),
                               [edit.handles.clone(), edit.targets.clone()], 0)

@@ -34,7 +34,7 @@ from .guidance import TextConditioning
 from .kv_copy import SavedKV, kv_copy  # noqa: F401  (SavedKV: the type of an inversion's saved K/V)
 from .models import DiffusionModel
 from .reference_attention import reference_attention
-from .types import DragRequest, ProgressCallback, ProgressEvent
+from .types import DragRequest, ProgressCallback, ProgressEvent, Stage
 
 logger = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ def invert(model: DiffusionModel, edit: Edit | WorkingImage, z0: torch.Tensor,
 
     def on_step(i, t, _x):
         if callback is not None:
-            callback(ProgressEvent("inversion", i + 1, edit.inverted_steps, timestep=int(t)))
+            callback(ProgressEvent(Stage.INVERSION, i + 1, edit.inverted_steps, timestep=int(t)))
 
     with kv_copy(model.unet, "record", record_kv) if record_kv is not None else nullcontext():
         return ddim_invert(lambda x, t: unet_eps(model, x, t, edit.text), edit.scheduler, z0, edit.inverted_steps,
@@ -292,7 +292,7 @@ def denoise(model: DiffusionModel, edit: Edit, outcome: DragOutcome, blocks: Opt
         for i, z in enumerate(steps):
             if callback is not None:
                 t = int(edit.scheduler.timesteps[outcome.start_index + i])
-                callback(ProgressEvent("denoising", i + 1, total, timestep=t))
+                callback(ProgressEvent(Stage.DENOISING, i + 1, total, timestep=t))
     return z[-1:]
 
 

@@ -11,7 +11,7 @@ from typing import Callable, Optional
 from ..config import apply_overrides, default_config, method_names
 from ..hub import DEFAULT_MODEL
 from ..io import DEFAULT_MAX_PIXELS, atomic_paths, positive_int
-from ..types import DragError, ProgressEvent
+from ..types import DragError, ProgressEvent, stage_label
 
 SHAPES_MODEL = "shapes"  # --model shapes: the toy model shipped inside dragkit (dragkit/shapes/weights)
 SHAPES_XL_MODEL = "shapes-xl"  # --model shapes-xl: its SDXL-architecture twin (dragkit/shapes/weights_xl)
@@ -190,8 +190,6 @@ def write_outputs(writers: dict[str, Callable[[Path], None]]) -> None:
 class ProgressBars:
     """A progress callback drawing one tqdm bar per stage (LoRA, inversion, optimisation, denoising)."""
 
-    LABELS = {"generation": "generate", "lora": "identity LoRA", "inversion": "DDIM inversion",
-              "optimization": "drag", "denoising": "denoise"}
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled and sys.stderr.isatty()
@@ -206,7 +204,7 @@ class ProgressBars:
         if event.stage != self.stage:
             self.close()
             self.stage = event.stage
-            self.bar = tqdm(total=event.total, desc=self.LABELS.get(event.stage, event.stage), leave=False)
+            self.bar = tqdm(total=event.total, desc=stage_label(event.stage), leave=False)
         self.bar.n = event.step
         if event.loss is not None:
             self.bar.set_postfix(loss=f"{event.loss:.4g}", refresh=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from ..errors import first_line
-from ..types import DragResult, ProgressEvent
+from ..types import EDIT_STAGES, DragResult, ProgressEvent
 from . import session as ss
 
 START = "Upload an image to start."
@@ -21,8 +21,7 @@ CANCELLED = "Cancelled."
 NOTHING_TO_CANCEL = "Nothing to cancel."
 GENERATING = "**Generating** · waiting for the device…"
 
-STAGES = {"lora": "identity LoRA", "inversion": "DDIM inversion", "optimization": "drag (latent optimisation)",
-          "denoising": "denoising"}
+STAGES = {stage: stage.label for stage in EDIT_STAGES}  # the one vocabulary: dragkit.types.Stage
 LORA_CACHED = "identity LoRA reused from cache"
 LORA_AND_INVERSION_REUSED = "identity LoRA and inversion reused"
 INVERSION_REUSED = "no identity LoRA; inversion reused"
