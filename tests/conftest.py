@@ -38,6 +38,24 @@ def pytest_configure(config):
         torch.set_num_threads(int(os.environ["DRAGKIT_TEST_THREADS"]))
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_count_for_every_test():
+    """The suite's thread count survives every test: a CLI command run in-process (``dragkit.cli.main``) sets
+    torch's threads and the OpenMP variables for its process, which here is the test session — without this, a later
+    test (the Ray workers', whose floats must be this process's) would run at another count."""
+    threads, env = torch.get_num_threads(), {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    yield
+    torch.set_num_threads(threads)
+    for name, value in env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def pytest_collection_modifyitems(config, items):
     """Browser and Ray tests belong to the slow tier: ``-m "not slow"`` leaves them out without marking them twice."""
     for item in items:
