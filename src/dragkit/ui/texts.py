@@ -134,6 +134,7 @@ def done(result: DragResult, note: str, warnings: Sequence[str]) -> str:
     return (f"**Done** in {total:.1f} s ({note}; {result.steps} drag steps). Final handles: {handles}."
             + warnings_note(warnings))
 
+
 def live_done(result: DragResult, note: str, warnings: Sequence[str]) -> str:
     """The status of a finished live re-edit (Live on, a one-step method): time, what was reused (LoRA ``note``) and
     where the handles ended."""
@@ -153,7 +154,6 @@ def live_hint(method: str, one_step: bool, live_methods: Sequence[str]) -> str:
     others = ", ".join(live_methods) or "none loaded"
     return (f"off: {method} optimises the drag step by step (about a minute per edit on a GPU); Live needs a "
             f"one-step method ({others})")
-
 
 
 def generated(seconds: float, config: Any) -> str:
