@@ -79,6 +79,7 @@ def test_result_carries_the_config_used_and_reports_the_lora_cache(tiny_model, t
     assert len(lora) == 1 and lora[0].cached and lora[0].step == lora[0].total == 2
     assert np.array_equal(np.asarray(first.image), np.asarray(second.image))
     assert list(first.timings) == ["lora", "inversion", "optimization", "denoising", "total"]
+    assert all(type(k) is str for k in first.timings)  # plain names: strict JSON encoders (orjson) take them
     assert first.timings["total"] >= sum(v for k, v in first.timings.items() if k != "total")
 
 

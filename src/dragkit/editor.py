@@ -261,7 +261,7 @@ def _counting_skips(callback: Optional[ProgressCallback], skipped: dict[str, int
     """``callback``, recording in ``skipped`` each stage's count of fp16-skipped optimiser steps."""
     def counting(event: ProgressEvent) -> None:
         if event.skipped:
-            skipped[event.stage] = event.skipped
+            skipped[str(event.stage)] = event.skipped
         if callback is not None:
             callback(event)
 
@@ -289,8 +289,9 @@ def _result(edit: stages.Edit, outcome: stages.DragOutcome, image, latent: torch
     if skipped:
         logger.warning("fp16 gradient overflow: %s step(s) skipped and drawn again (not counted as steps)",
                        ", ".join(f"{stage} {n}" for stage, n in skipped.items()))
+    # the public record keys the stages by their plain names: JSON encoders that insist on exact str keys take it
     return DragResult(image=image, final_handles=final_handles,
                       trajectory=[edit.to_image_points(h) for h in outcome.trajectory],
-                      timings={k: timings[k] for k in order}, steps=outcome.steps, latent=latent, frames=frames,
+                      timings={k.value: timings[k] for k in order}, steps=outcome.steps, latent=latent, frames=frames,
                       config=config, lora_cached=reused[0], inversion_cached=reused[1],
                       skipped_steps=skipped)
