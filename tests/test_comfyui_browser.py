@@ -25,18 +25,9 @@ from dragkit.shapes.tasks import make_tasks
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 WEB = Path(nodes.__file__).parent / "web"
 
-sync_api = pytest.importorskip("playwright.sync_api",
-                               reason="browser tests need playwright (pip install -e '.[test]')")
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)",
-                allow_module_level=True)
-expect = sync_api.expect
-expect.set_options(timeout=20_000)
+from browser_support import browser, expect  # noqa: E402,F401  (browser: the module's fixture)
 
 APP_JS = """
 export const app = {
@@ -146,14 +137,6 @@ def site(tmp_path_factory):
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
     server.shutdown()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture

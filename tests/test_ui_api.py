@@ -3,7 +3,6 @@ free 127.0.0.1 port, driven by ``gradio_client`` as a script would: the named en
 ``/drag`` with points, mask and settings, and a mistake answered with one line."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,16 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dragkit.testing import free_port
+
 pytest.importorskip("gradio", reason="the web app needs gradio (pip install -e '.[ui]')")
 gradio_client = pytest.importorskip("gradio_client")
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +32,7 @@ def server(tmp_path_factory):
     mask[8:40, 8:48] = 255
     Image.fromarray(mask).save(root / "mask.png")
     model = save_tiny_model(root / "tiny")
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
                GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
     log = open(root / "server.log", "w")

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,23 +19,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from dragkit.testing import free_port
 from dragkit.ui.drawing import view_scale
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 pytest.importorskip("gradio", reason="the web app needs gradio (pip install -e '.[ui]')")
-sync_api = pytest.importorskip("playwright.sync_api",
-                               reason="browser tests need playwright (pip install -e '.[test]')")
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)",
-                allow_module_level=True)
-expect = sync_api.expect
-expect.set_options(timeout=20_000)  # generous: CI machines are small and shared
+from browser_support import browser, expect  # noqa: E402,F401  (browser: the module's fixture)
 
 
 def _picture(w, h, seed=0):
@@ -48,12 +39,6 @@ def _picture(w, h, seed=0):
     d.ellipse([w * 0.2, h * 0.3, w * 0.45, h * 0.7], fill=(220, 60 + 40 * seed, 40))
     d.rectangle([w * 0.6, h * 0.2, w * 0.75, h * 0.8], fill=(250, 220, 60))
     return im
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +68,7 @@ def shapes_server(assets, shapes_model_dir):
 
 def _serve(log_path: Path, *args: str):
     """``dragkit ui ARGS`` on a free port, until the test module is done: yields its url and process."""
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
                GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     log = open(log_path, "w")
@@ -110,14 +95,6 @@ def _serve(log_path: Path, *args: str):
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 def _open(browser, server):

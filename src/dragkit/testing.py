@@ -99,3 +99,12 @@ def save_tiny_model(directory: str | Path, seed: int = 0, **kwargs) -> Path:
     directory = Path(directory)
     build_tiny_pipeline(seed, **kwargs).save_pretrained(str(directory), safe_serialization=True)
     return directory
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for a server a test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
