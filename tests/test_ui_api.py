@@ -2,23 +2,14 @@
 free 127.0.0.1 port, driven by ``gradio_client`` as a script would: the named endpoints only, an edit through
 ``/drag`` with points, mask and settings, and a mistake answered with one line."""
 
-import os
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
 
-from dragkit.testing import free_port
+from ui_server import serve_ui
 
 pytest.importorskip("gradio", reason="the web app needs gradio (pip install -e '.[ui]')")
 gradio_client = pytest.importorskip("gradio_client")
-
-SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 @pytest.fixture(scope="module")
@@ -32,35 +23,9 @@ def server(tmp_path_factory):
     mask[8:40, 8:48] = 255
     Image.fromarray(mask).save(root / "mask.png")
     model = save_tiny_model(root / "tiny")
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
-               GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dragkit", "ui", "--model", str(model), "--port", str(port), "--threads", "1",
-         "--lora-steps", "2", "--set", "optimization_steps=3", "--set", "num_inference_steps=10"],
-        env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
-    while True:
-        if proc.poll() is not None:
-            log.close()
-            pytest.fail("dragkit ui exited: " + (root / "server.log").read_text()[-2000:])
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("dragkit ui did not start in 120 s")
-            time.sleep(0.5)
-    yield {"url": url, "root": root, "log": root / "server.log"}
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    for served in serve_ui(root / "server.log", "--model", str(model), "--lora-steps", "2", "--set",
+                           "optimization_steps=3", "--set", "num_inference_steps=10"):
+        yield {"url": served["url"], "root": root, "log": root / "server.log"}
 
 
 @pytest.mark.slow

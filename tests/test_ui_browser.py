@@ -9,22 +9,17 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from dragkit.testing import free_port
 from dragkit.ui.drawing import view_scale
+from ui_server import serve_ui
 
 pytestmark = pytest.mark.browser
 
-SRC = Path(__file__).resolve().parents[1] / "src"
 
 pytest.importorskip("gradio", reason="the web app needs gradio (pip install -e '.[ui]')")
 from browser_support import browser, expect  # noqa: E402,F401  (browser: the module's fixture)
@@ -54,7 +49,7 @@ def assets(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(assets):
-    yield from _serve(assets["root"] / "server.log", "--model", str(assets["model"]), "--lora-steps", "2",
+    yield from serve_ui(assets["root"] / "server.log", "--model", str(assets["model"]), "--lora-steps", "2",
                       "--set", "optimization_steps=3", "--set", "num_inference_steps=10",
                       "--lora-cache", str(assets["root"] / "lora"))
 
@@ -62,39 +57,8 @@ def server(assets):
 @pytest.fixture(scope="module")
 def shapes_server(assets, shapes_model_dir):
     """The app on the shapes model, SolidDrag selected (a one-step method: Live on)."""
-    yield from _serve(assets["root"] / "shapes_server.log", "--model", str(shapes_model_dir), "--method",
+    yield from serve_ui(assets["root"] / "shapes_server.log", "--model", str(shapes_model_dir), "--method",
                       "soliddrag", "--lora-cache", "")
-
-
-def _serve(log_path: Path, *args: str):
-    """``dragkit ui ARGS`` on a free port, until the test module is done: yields its url and process."""
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
-               GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "dragkit", "ui", "--port", str(port), *args], env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
-    while True:
-        if proc.poll() is not None:
-            log.close()
-            pytest.fail("dragkit ui exited: " + log_path.read_text()[-2000:])
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("dragkit ui did not start in 120 s")
-            time.sleep(0.5)
-    yield {"url": url, "proc": proc}
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
 
 
 def _open(browser, server):
