@@ -163,7 +163,7 @@ def test_node_equals_dragkit_edit(editor, task, tmp_path):
     assert main(["edit", str(tmp_path / "scene.png"), "--model", "shapes", "--device", "cpu", "--drag", drag,
                  "--mask", str(tmp_path / "mask.png"), "--prompt", task.prompt, "--method", "gooddrag",
                  "--lora-steps", "0", "--set", "num_inference_steps=20", "--out", str(tmp_path / "cli.png"),
-                 "--no-progress"]) == 0
+                 "--no-progress", "--threads", "0"]) == 0  # 0: the session's thread count, as the node's editor
     cli = np.asarray(Image.open(tmp_path / "cli.png").convert("RGB"))
     (image,) = _drag(editor, task)["result"]  # warm or cold, the same image
     assert np.array_equal(np.round(image[0].numpy() * 255).astype(np.uint8), cli)
