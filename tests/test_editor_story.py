@@ -48,7 +48,7 @@ def test_identity_lora_trains_on_the_working_image_inversion_uses(editor, monkey
     request = odd_sized_request()
     config = DragDiffusionConfig(optimization_steps=1, **FAST)
     editor.edit(request, config)
-    edit = stages.prepare(editor.model, request, config)
+    edit = stages.start_edit(editor.model, request, config)
     assert edit.working_size == (64, 48)
     torch.testing.assert_close(seen["mean"], stages.encode(editor.model, edit)[0], atol=0, rtol=0)
     torch.testing.assert_close(seen["text"], edit.text.cond, atol=0, rtol=0)

@@ -120,7 +120,7 @@ def test_result_is_one_step(tiny_model):
     req = request()
     events = []
     result = editor.edit(req, FAST, callback=events.append)
-    edit = stages.prepare(tiny_model, req, result.config)
+    edit = stages.start_edit(tiny_model, req, result.config)
     assert result.steps == 0
     assert result.final_handles == edit.to_image_points(edit.targets)
     assert result.trajectory == [edit.to_image_points(edit.handles), edit.to_image_points(edit.targets)]
@@ -138,7 +138,7 @@ def test_mask_edge_cases(tiny_model, mask):
         m[16:18, 32:34] = 1  # half-res pixel (8, 16): nearest → latent cell (2, 4); bilinear reads 4i+1, 4i+2 only
         req = DragRequest(req.image, req.handles, req.targets, m)
     config = DragEditor(tiny_model).check(req, FAST)
-    edit = stages.prepare(tiny_model, req, config)
+    edit = stages.start_edit(tiny_model, req, config)
     region = fastdrag.warp_region(edit, (6, 8))
     if mask == "none":
         assert region.shape == (1, 1, 6, 8) and bool((region > 0).all())
@@ -154,7 +154,7 @@ def test_handle_on_the_first_mask_pixel_does_not_crash(tiny_model):
     m[8:40, 16:48] = 1  # latent cells rows 1-4, cols 2-5: the first is (1, 2) = image (16, 8)
     req = DragRequest(photo(), [(16, 8)], [(30, 20)], m)
     config = DragEditor(tiny_model).check(req, FAST)
-    edit = stages.prepare(tiny_model, req, config)
+    edit = stages.start_edit(tiny_model, req, config)
     warped = fastdrag.warp_latent(edit, torch.randn(1, 4, 6, 8), config)
     assert warped.points[0].tolist() == [1, 2] and warped.status[0] == -1
     assert torch.isfinite(DragEditor(tiny_model).edit(req, FAST).latent).all()
@@ -169,7 +169,7 @@ def test_generated_image_kv_from_the_generation_latents(tiny_model, scheduler):
                                            scheduler=scheduler, width=64, height=48))
     req = DragRequest(gen.image, [(20, 20)], [(30, 22)])
     config = editor.check(req, FAST, gen)
-    edit = stages.prepare(tiny_model, req, config, gen)
+    edit = stages.start_edit(tiny_model, req, config, gen)
     saved = stages.generation_kv(tiny_model, edit, gen.latents)
     assert sorted(saved, reverse=True) == edit.scheduler.timesteps[edit.t_index:].tolist()
     k, v = next(iter(saved.values()))[kv_copy.decoder_self_attention_names(tiny_model.unet)[0]]

@@ -136,7 +136,7 @@ def full_edit(golden_model, golden_dir, full):
     request = DragRequest(load_image(d / inputs["image"]), inputs["handles_xy"], inputs["targets_xy"],
                           load_mask(d / inputs["mask"]), inputs["prompt"])
     config = DragEditor(golden_model).check(request, FastDragConfig())
-    return request, config, stages.prepare(golden_model, request, config)
+    return request, config, stages.start_edit(golden_model, request, config)
 
 
 def test_schedule_mask_and_points(full, full_edit):

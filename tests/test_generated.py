@@ -103,7 +103,7 @@ def test_first_drag_forward_reproduces_the_generation(editor, scheduler):
     gen = editor.generate(gen_config(guidance_scale=5.0, scheduler=scheduler))
     config = dataclasses.replace(DragDiffusionConfig(), num_inference_steps=10)
     request = DragRequest(gen.image, [(20, 20)], [(30, 20)])
-    edit = stages.prepare(editor.model, request, config, gen)
+    edit = stages.start_edit(editor.model, request, config, gen)
     assert edit.text.guided and edit.t_index == 3
     z = gen.latent_at(edit.t_index)
     eps = stages.unet_eps(editor.model, z, edit.t_star, edit.text)
@@ -146,7 +146,7 @@ def test_reference_attention_with_guidance_runs_a_batch_of_four(editor):
     gen = editor.generate(gen_config(guidance_scale=7.5))
     request = DragRequest(gen.image, [(20, 24)], [(34, 26)])
     config = dataclasses.replace(DragDiffusionConfig(), num_inference_steps=10)
-    edit = stages.prepare(editor.model, request, config, gen)
+    edit = stages.start_edit(editor.model, request, config, gen)
     z = gen.latent_at(edit.t_index)
     sizes = []
     hook = editor.model.unet.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[0]))

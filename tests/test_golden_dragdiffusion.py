@@ -73,7 +73,7 @@ def test_text_embedding_and_encoding(golden_model, golden_dir):
 def test_inversion_and_reconstruction(golden_model, golden_dir, strength, tag):
     _, _, out, request = load_case(golden_dir, "ddim_inversion")
     config = DragDiffusionConfig(inversion_strength=strength)
-    edit = stages.prepare(golden_model, request, config)
+    edit = stages.start_edit(golden_model, request, config)
     path = out[f"inversion_path_{tag}"]
     eps_model = lambda x, t: stages.unet_eps(golden_model, x, t, edit.text)  # noqa: E731
     with torch.no_grad():
@@ -94,7 +94,7 @@ def test_inversion_and_reconstruction(golden_model, golden_dir, strength, tag):
 def test_points_masks_features(golden_model, golden_dir, case):
     inputs, traj, out, request = load_case(golden_dir, case)
     config = case_config(inputs)
-    edit = stages.prepare(golden_model, request, config)
+    edit = stages.start_edit(golden_model, request, config)
     assert edit.grid_hw == tuple(traj["sup_res_hw"])
     assert edit.handles.tolist() == traj["handles_rc_init"]
     assert edit.targets.tolist() == traj["targets_rc"]
@@ -124,7 +124,7 @@ def test_points_masks_features(golden_model, golden_dir, case):
 def test_optimisation_step_replay(golden_model, golden_dir, case):
     inputs, traj, out, request = load_case(golden_dir, case)
     config = case_config(inputs)
-    edit = stages.prepare(golden_model, request, config)
+    edit = stages.start_edit(golden_model, request, config)
     init = torch.tensor(traj["handles_rc_init"])
     reference = reference_vectors_at(out["features_F0"], init)
     with torch.enable_grad(), stages.feature_model(golden_model, edit, config.feature_block) as fm:
@@ -180,7 +180,7 @@ def test_end_to_end_no_mask(golden_model, golden_dir):
     """dragdiffusion_full is stable end to end: same trajectory, stop at step 19, latent 1e-3, image 5e-3."""
     inputs, traj, out, request = load_case(golden_dir, "dragdiffusion_full")
     config = case_config(inputs)
-    edit = stages.prepare(golden_model, request, config)
+    edit = stages.start_edit(golden_model, request, config)
     z_t = stages.invert(golden_model, edit, stages.encode(golden_model, edit)[0])
     with torch.enable_grad(), stages.feature_model(golden_model, edit, config.feature_block) as fm:
         opt = optimize_latent(fm, edit, z_t, config)
@@ -207,7 +207,7 @@ def test_end_to_end_no_mask(golden_model, golden_dir):
 def test_reference_attention_call_counts(golden_model, golden_dir, monkeypatch):
     inputs, traj, out, request = load_case(golden_dir, "dragdiffusion_full")
     config = case_config(inputs)
-    edit = stages.prepare(golden_model, request, config)
+    edit = stages.start_edit(golden_model, request, config)
     from dragkit import reference_attention as ra
 
     seen = []

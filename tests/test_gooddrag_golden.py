@@ -72,7 +72,7 @@ def case(request, model, golden_dir):
                       load_mask(folder / inputs["mask"]), inputs["prompt"])
     config = golden_config(inputs)
     return Case(request.param, inputs, json.loads((folder / "trajectory.json").read_text()),
-                load_file(str(folder / "outputs.safetensors")), req, config, stages.prepare(model, req, config))
+                load_file(str(folder / "outputs.safetensors")), req, config, stages.start_edit(model, req, config))
 
 
 @dataclass

@@ -285,7 +285,7 @@ def test_a_large_photo_is_edited_at_max_side_and_returned_at_its_size(tiny_model
     config = dataclasses.replace(DragDiffusionConfig(lora_steps=0, num_inference_steps=10, optimization_steps=2),
                                  max_side=64)
     request = DragRequest(big, [(120, 80)], [(150, 80)])
-    edit = stages.prepare(tiny_model, request, editor.check(request, config), None)
+    edit = stages.start_edit(tiny_model, request, editor.check(request, config), None)
     assert edit.working_size == (64, 40)
     result = editor.edit(request, config)
     assert result.image.size == (240, 160)

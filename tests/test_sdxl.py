@@ -124,7 +124,7 @@ def test_the_feature_map_is_the_latent_resolution(sdxl):
     """SDXL's up_blocks[1] plays SD-1.5's up_blocks[2] role: its output is at the latent resolution (1/8)."""
     request = DragRequest(photo(64, 48), [(20, 20)], [(30, 22)])
     config = dataclasses.replace(FAST_DD, feature_block=1)
-    edit = stages.prepare(sdxl, request, config)
+    edit = stages.start_edit(sdxl, request, config)
     from dragkit.features import capture_features
 
     with torch.no_grad(), capture_features(sdxl.unet, 1) as cap:

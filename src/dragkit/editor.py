@@ -135,7 +135,7 @@ class DragEditor:
             model, request.image, request.prompt)  # without one: a fresh one, dropped with this edit
         callback = guard_progress(_counting_skips(callback, skipped))  # NaN/Inf loss: stop at once
         with self._stage(timings, Stage.TOTAL):
-            edit = stages.prepare(model, request, config, generation)
+            edit = stages.start_edit(model, request, config, generation)
             with self._stage(timings, Stage.LORA):
                 weights, lora_cached = self.identity_lora(edit, reuse, config, callback, seed)
             freeu_setting = generation.config.freeu if generation is not None else ()

@@ -154,7 +154,7 @@ def working_image(model: DiffusionModel, image: Image.Image, prompt: str, config
     return WorkingImage(work, model.image_to_tensor(resized), text, scheduler, config.inverted_steps)
 
 
-def prepare(model: DiffusionModel, request: DragRequest, config, generation=None) -> Edit:
+def start_edit(model: DiffusionModel, request: DragRequest, config, generation=None) -> Edit:
     """Everything the drag needs before optimisation: the :func:`working_image` and the points on the grid."""
     w, h = request.size
     base = working_image(model, request.image, request.prompt, config, generation)

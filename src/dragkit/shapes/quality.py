@@ -1,8 +1,9 @@
 """The shapes model's quality bar, measured on held-out scenes (seeds from :data:`scenes.EVAL_SEED`).
 
 - VAE reconstruction PSNR: encode (posterior mean) → decode, per image, in 8-bit RGB.
-- Inversion reconstruction PSNR: exactly the drag path without a drag — :func:`stages.prepare` (caption as prompt),
-  DDIM inversion to strength 0.7 (35 of 50 steps, t* = 681) and DDIM denoising back, decoded — against the scene.
+- Inversion reconstruction PSNR: exactly the drag path without a drag — :func:`stages.start_edit` (caption as
+  prompt), DDIM inversion to strength 0.7 (35 of 50 steps, t* = 681) and DDIM denoising back, decoded — against the
+  scene.
 - A grid of samples (DDIM, 50 steps, classifier-free guidance) next to held-out scenes with the same captions.
 """
 
@@ -52,7 +53,7 @@ def inversion_psnr(model: DiffusionModel, n: int = 50, strength: float = 0.7) ->
         original = scene.image()
         # A request needs one point pair; it plays no part in inversion and denoising.
         request = DragRequest(Image.fromarray(original), [(1.0, 1.0)], [(2.0, 2.0)], None, scene.caption())
-        edit = stages.prepare(model, request, config)
+        edit = stages.start_edit(model, request, config)
         z_t = stages.invert(model, edit, stages.encode(model, edit)[0])
         z = stages.denoise(model, edit, stages.DragOutcome(z_t, z_t, edit.t_index, edit.handles, [], 0), None)
         out.append(psnr(original, _to_uint8(model.decode(z))[0]))
