@@ -10,7 +10,7 @@ from PIL import Image
 from dragkit.config import DragDiffusionConfig
 from dragkit.types import DragError, DragRequest, DragResult, EditCancelled, ProgressEvent
 from dragkit.ui import texts
-from dragkit.ui.job import CancelFlags, EditJob, Progress, failure_text
+from dragkit.ui.job import CancelFlags, EditRun, Progress, failure_text
 
 TIMEOUT = 10  # seconds; every wait below is bounded, so a bug fails the test instead of hanging it
 
@@ -56,7 +56,7 @@ class PacedClock:
 
 
 def _run(editor, **kw):
-    job = EditJob(editor, _request(), DragDiffusionConfig(lora_steps=2), **kw).start()
+    job = EditRun(editor, _request(), DragDiffusionConfig(lora_steps=2), **kw).start()
     snapshots = list(job.progress())
     assert job.wait(TIMEOUT)
     return job, snapshots
@@ -100,7 +100,7 @@ def test_cancel_stops_the_edit_at_its_next_step():
                 assert go.wait(TIMEOUT)
             raise AssertionError("not cancelled")
 
-    job = EditJob(SlowEditor(), _request(), DragDiffusionConfig()).start()
+    job = EditRun(SlowEditor(), _request(), DragDiffusionConfig()).start()
     assert started.wait(TIMEOUT)
     job.cancel()
     go.set()
@@ -123,7 +123,7 @@ def test_job_waits_for_the_device_lock():
     lock = threading.Lock()
     editor = FakeEditor()
     with lock:  # e.g. a generation running on the model
-        job = EditJob(editor, _request(), DragDiffusionConfig(), device_lock=lock).start()
+        job = EditRun(editor, _request(), DragDiffusionConfig(), device_lock=lock).start()
         assert not editor.called.wait(0.2)
     assert job.wait(TIMEOUT) and job.result is not None
 

@@ -1,7 +1,7 @@
 """The Gradio web app: a thin layer over :class:`dragkit.DragEditor`.
 
 The page is built by :mod:`.layout`; what its events do is in :mod:`.handlers` (plain functions returning updates
-by name); an edit runs as a :class:`~dragkit.ui.job.EditJob` in a worker thread. This module binds them together
+by name); an edit runs as a :class:`~dragkit.ui.job.EditRun` in a worker thread. This module binds them together
 (:func:`wire`, the one place where events meet handlers) and serves the result.
 
 Everything a user edits lives in per-session ``gr.State`` (:class:`~dragkit.ui.session.Session`, the last edit and

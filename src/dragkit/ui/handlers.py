@@ -38,7 +38,7 @@ from . import drawing, exchange, layout, params as params_mod
 from . import session as ss
 from . import texts
 from .context import AppContext
-from .job import EditJob, PrepareJob, Progress, failure_text
+from .job import EditRun, PrepareRun, Progress, failure_text
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ def run_edit(ctx: AppContext, edit: EditInput, current: Optional[PreparedImage],
         return
     logger.debug("%s requested (session %s)", "live edit" if live else "edit", key)
     prepared = prepared_for(ctx, edit, current)
-    job = EditJob(ctx.editor, edit.request, edit.config, seed=edit.seed, generation=edit.generation,
+    job = EditRun(ctx.editor, edit.request, edit.config, seed=edit.seed, generation=edit.generation,
                   prepared=prepared, cancel=flag, device_lock=ctx.device_lock).start()
     try:
         yield {"status": texts.starting(edit.warnings)} | (
@@ -478,7 +478,7 @@ def on_prepare(ctx: AppContext, form: dict[str, Any], request: gr.Request) -> It
         yield {"prep_status": texts.PREPARE_CANCELLED, **drop}
         return
     logger.debug("preparation starts (session %s)", key)
-    job = PrepareJob(ctx.editor, prep.image, prep.prompt, prep.config, seed=prep.seed, into=into, cancel=flag,
+    job = PrepareRun(ctx.editor, prep.image, prep.prompt, prep.config, seed=prep.seed, into=into, cancel=flag,
                      device_lock=ctx.device_lock).start()
     try:
         yield {"prep_status": texts.PREPARE_QUEUED, **drop}

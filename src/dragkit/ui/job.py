@@ -1,10 +1,10 @@
 """Drag edits and image preparations, run off the web server's event loop (no Gradio: tested with a fake editor).
 
-A :class:`Job` runs one editor call in a worker thread under the app's device lock (one edit, preparation or
+A :class:`DeviceRun` runs one editor call in a worker thread under the app's device lock (one edit, preparation or
 generation at a time on the model, even after a cancelled stream has detached) and turns the editor's progress
 callback into a throttled stream of :class:`Progress` snapshots. Cancelling sets a flag that the callback checks at
 every step (and the worker checks before it starts), so the editor stops cleanly with
-:class:`~dragkit.types.EditCancelled` and frees the device. :class:`EditJob` runs ``editor.edit``; :class:`PrepareJob`
+:class:`~dragkit.types.EditCancelled` and frees the device. :class:`EditRun` runs ``editor.edit``; :class:`PrepareRun`
 runs ``editor.prepare`` (the identity LoRA and the inversion of an image, done in the background as soon as the image
 is set, so that Run only drags).
 
@@ -105,18 +105,18 @@ class CancelFlags:
                 del self._flags[key]
 
 
-class Job:
+class DeviceRun:
     """One editor call (:meth:`call`, given the progress callback) in a worker thread under the device lock.
 
     Start it, iterate :meth:`progress` until the call ends, then read :attr:`result` or :attr:`error`::
 
-        job = EditJob(editor, request, config, seed=0).start()
+        job = EditRun(editor, request, config, seed=0).start()
         for snapshot in job.progress():
             show(snapshot.text, snapshot.handles)
         status = failure_text(job.error) if job.error else "done"
     """
 
-    thread_name = "dragkit-job"
+    thread_name = "dragkit-run"
 
     def __init__(self, *, cancel: Optional[threading.Event] = None, device_lock: Optional[threading.Lock] = None,
                  min_interval: float = PREVIEW_EVERY_S, clock: Callable[[], float] = time.monotonic) -> None:
@@ -132,7 +132,7 @@ class Job:
         """The editor call (run in the worker, holding the device lock); its return value becomes :attr:`result`."""
         raise NotImplementedError
 
-    def start(self) -> Job:
+    def start(self) -> DeviceRun:
         """Start the worker thread (it waits for the device lock); returns ``self``."""
         self._thread = threading.Thread(target=self._work, name=self.thread_name, daemon=True)
         self._thread.start()
@@ -200,7 +200,7 @@ class Job:
             self._events.put(_DONE)
 
 
-class EditJob(Job):
+class EditRun(DeviceRun):
     """``editor.edit(request, config, callback=…, seed=…, generation=…, prepared=…)`` in a worker thread
     (``prepared`` is passed only when given: the image's :class:`~dragkit.prepared.PreparedImage`, reused and filled
     by the edit)."""
@@ -220,7 +220,7 @@ class EditJob(Job):
                                 generation=self.generation, **extra)
 
 
-class PrepareJob(Job):
+class PrepareRun(DeviceRun):
     """``editor.prepare(image, prompt, config, seed=…, callback=…)`` in a worker thread. The result is the
     :class:`~dragkit.prepared.PreparedImage`: ``into`` (an earlier one of the same image and prompt, which keeps what
     it held for other settings and lends it: another strength reuses its LoRA) with the new pieces added, or a new
