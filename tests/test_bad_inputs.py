@@ -185,7 +185,8 @@ CLI_CASES = {
     "generate_out_is_a_folder": ["generate", "--prompt", "x", "--model", M, "--out", f"{I}/folder.png"],
     "generate_device_tpu9": ["generate", "--prompt", "x", "--model", M, "--device", "tpu9", "--out", f"{O}/g.png"],
     # the web app and the example
-    "ui_max_side_too_small": ["ui", "--model", M, "--max-side", "8"],
+    "ui_max_side_too_small": ["ui", "--model", M, "--max-side", "8"],  # the old name of --upload-max-side
+    "ui_upload_max_side_too_small": ["ui", "--model", M, "--upload-max-side", "8"],
     # FastDrag: K/V copy and reference attention both control the decoder self-attention
     "fastdrag_with_reference_attention": ["edit", f"{I}/photo.png", "--drag", "10,10:20,12", "--model", M, "--method",
                                           "fastdrag", "--set", "reference_attention=true", "--no-progress", "--out",
@@ -396,7 +397,7 @@ def test_web_app_bad_input(case, tmp_path):
     from dragkit.ui.context import AppContext
     from dragkit.ui.params import format_value, gen_id, param_id
 
-    ctx = AppContext.create(NoEditor(), {"dragdiffusion": DragDiffusionConfig(lora_steps=2)}, max_side=256,
+    ctx = AppContext.create(NoEditor(), {"dragdiffusion": DragDiffusionConfig(lora_steps=2)}, upload_max_side=256,
                             work_dir=str(tmp_path / "work"))
     handler, args, key = _ui_cases(tmp_path)[case]
     if handler.__name__ in ("on_run",):

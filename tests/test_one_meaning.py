@@ -1,5 +1,7 @@
 """One word, one meaning (issue 22): names that used to mean two things now name one each. Light: no model."""
 
+import pytest
+
 
 def test_edit_job_is_the_ray_payload_and_the_ui_runs_have_their_own_names():
     from dragkit.benchmark.cluster import EditJob
@@ -8,4 +10,12 @@ def test_edit_job_is_the_ray_payload_and_the_ui_runs_have_their_own_names():
     assert EditJob.__module__ == "dragkit.benchmark.cluster"  # the benchmark's (request, config, seed) payload
     assert issubclass(job.EditRun, job.DeviceRun) and issubclass(job.PrepareRun, job.DeviceRun)
     assert not hasattr(job, "EditJob") and not hasattr(job, "PrepareJob")
+
+
+@pytest.mark.parametrize("flag", ["--upload-max-side", "--max-side"])
+def test_the_web_apps_upload_cap_is_upload_max_side_and_max_side_stays_its_old_flag(flag):
+    from dragkit.cli import build_parser
+
+    args = build_parser().parse_args(["ui", flag, "300"])
+    assert args.upload_max_side == 300 and not hasattr(args, "max_side")  # the config's max_side is --set max_side=N
 

@@ -59,7 +59,7 @@ class SlowEditor:
 
 
 def _ctx(editor, tmp_path):
-    return AppContext.create(editor, {"dragdiffusion": DragDiffusionConfig(lora_steps=0)}, max_side=128,
+    return AppContext.create(editor, {"dragdiffusion": DragDiffusionConfig(lora_steps=0)}, upload_max_side=128,
                              work_dir=str(tmp_path / "work"))
 
 
@@ -182,7 +182,7 @@ def test_the_work_folder_is_bounded_and_removed(tmp_path):
     for _ in range(KEEP_RUN_DIRS + 5):
         ctx.fresh_dir("edit-")
     assert len(list(ctx.work.iterdir())) == KEEP_RUN_DIRS
-    own = AppContext.create(SlowEditor(), max_side=128)  # no work_dir: a temp folder of its own
+    own = AppContext.create(SlowEditor(), upload_max_side=128)  # no work_dir: a temp folder of its own
     work = own.work
     own.fresh_dir("edit-")
     assert work.is_dir() and work.name.startswith("dragkit-ui-")
@@ -193,7 +193,7 @@ def test_the_work_folder_is_bounded_and_removed(tmp_path):
 def test_the_page_script_knows_the_size_limit():
     from dragkit.ui.app import build_app
 
-    demo = build_app(SlowEditor(), max_side=300)
+    demo = build_app(SlowEditor(), upload_max_side=300)
     try:
         assert "const maxSide = 300;" in demo.dragkit_js and "createImageBitmap" in demo.dragkit_js
     finally:

@@ -293,7 +293,7 @@ def test_generate_then_drag_the_generated_image(browser, server, assets):
 
 def test_a_huge_upload_is_downscaled_in_the_browser_with_a_note(browser, server, tmp_path):
     """A 12-megapixel photo would keep the canvas editor busy for a minute or more at full size; the page hands it
-    a copy downscaled to --max-side (1024) at once, and says so under the editor."""
+    a copy downscaled to --upload-max-side (1024) at once, and says so under the editor."""
     big = tmp_path / "big.jpg"
     _picture(4096, 3072).save(big, quality=85)
     context, page = _open(browser, server)

@@ -47,7 +47,7 @@ class FakeEditor:
 def ctx(tmp_path):
     def make(editor):
         return AppContext.create(editor, {"dragdiffusion": DragDiffusionConfig(lora_steps=2, optimization_steps=1)},
-                                 max_side=256, work_dir=str(tmp_path / "work"))
+                                 upload_max_side=256, work_dir=str(tmp_path / "work"))
     return make
 
 
@@ -227,7 +227,7 @@ def test_live_is_on_for_one_step_methods_and_off_with_a_reason_for_iterative_one
                                         "GPU); Live needs a one-step method (fastdrag, soliddrag)")
     # an iterative method never runs live, even when the page says Live
     editor = RecordingEditor()
-    app = AppContext.create(editor, max_side=256, work_dir=str(app.work))
+    app = AppContext.create(editor, upload_max_side=256, work_dir=str(app.work))
     form = _live_form(app, _session(), method="dragdiffusion")
     assert handlers.on_live_queued(app, form, None) == {}
     assert list(handlers.on_live_run(app, form, None)) == [{}] and editor.calls == 0

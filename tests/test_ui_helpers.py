@@ -63,10 +63,10 @@ def test_click_maps_upscaled_view_back_to_pixels():
 
 
 def test_large_upload_is_downscaled_whole_with_notice():
-    s = ss.set_image(ss.Session(), _image(300, 120), max_side=150)
+    s = ss.set_image(ss.Session(), _image(300, 120), upload_max_side=150)
     assert s.image.size == (150, 60) and s.original_size == (300, 120)
     assert "300×120" in s.notice and "150×60" in s.notice
-    small = ss.set_image(ss.Session(), _image(160, 120), max_side=150)
+    small = ss.set_image(ss.Session(), _image(160, 120), upload_max_side=150)
     assert small.image.size == (150, 112)  # aspect kept, nothing cropped
 
 
@@ -240,7 +240,7 @@ def test_from_request_downscales_points_and_mask():
     big = _image(400, 200)
     mask = np.zeros((200, 400), np.uint8)
     mask[100:, 200:] = 1
-    sess = ss.from_request(DragRequest(big, [(300, 150)], [(399, 199)], mask), max_side=200)
+    sess = ss.from_request(DragRequest(big, [(300, 150)], [(399, 199)], mask), upload_max_side=200)
     assert sess.image.size == (200, 100) and sess.points == ((150, 75), (199, 99))
     assert sess.mask.shape == (100, 200) and sess.mask[75, 150] == 1 and sess.mask[10, 10] == 0
 

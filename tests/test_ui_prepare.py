@@ -41,7 +41,8 @@ def editor(tiny_model):
 @pytest.fixture
 def make_app(tmp_path):
     def make(editor):
-        return AppContext.create(editor, {"dragdiffusion": CONFIG}, max_side=128, work_dir=str(tmp_path / "work"))
+        return AppContext.create(editor, {"dragdiffusion": CONFIG}, upload_max_side=128,
+                                 work_dir=str(tmp_path / "work"))
     return make
 
 
@@ -307,7 +308,7 @@ def test_two_working_sizes_never_share_a_lora_through_the_apps_disk_cache(tiny_m
 
     cache = tmp_path / "loras"
     app = AppContext.create(DragEditor(tiny_model, lora_cache=LoraCache(cache)), {"dragdiffusion": CONFIG},
-                            max_side=128, work_dir=str(tmp_path / "work"))
+                            upload_max_side=128, work_dir=str(tmp_path / "work"))
     reused = []
     for i, side in enumerate((64, 32, 64)):
         tab = Tab(app, name=f"tab{i}")

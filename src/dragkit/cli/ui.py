@@ -29,8 +29,9 @@ def add_parser(sub) -> None:
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
     srv.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
     srv.add_argument("--share", action="store_true", help="also open a public Gradio share link")
-    srv.add_argument("--max-side", type=int, default=1024,
-                     help="uploads with a longer side are downscaled to it (default: %(default)s)")
+    srv.add_argument("--upload-max-side", "--max-side", dest="upload_max_side", type=int, default=1024,
+                     help="uploads with a longer side are downscaled to it (default: %(default)s; --max-side is the "
+                          "old name, kept; the working size of an edit is the config's max_side, --set max_side=N)")
     srv.add_argument("--lora-cache", default=default_lora_cache(),
                      help="folder caching identity LoRAs by image content (default: %(default)s); '' disables")
     add_model_options(p)
@@ -45,15 +46,15 @@ def method_defaults(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.max_side < 64:
-        raise DragError("--max-side must be at least 64")
+    if args.upload_max_side < 64:
+        raise DragError("--upload-max-side must be at least 64")
     defaults = method_defaults(args)
     try:
         from ..ui.app import build_app, serve
     except ImportError as exc:
         raise DragError(f"the web app needs gradio: pip install 'dragkit[ui]' ({exc})") from None
     editor = load_editor(args, lora_cache_dir=args.lora_cache or None)
-    demo = build_app(editor, defaults, method=args.method, max_side=args.max_side, seed=args.seed)
+    demo = build_app(editor, defaults, method=args.method, upload_max_side=args.upload_max_side, seed=args.seed)
     logger.info("serving on http://%s:%d", args.host, args.port)
     # A terminated server exits like an interrupted one, so that its work folder is removed (AppContext).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

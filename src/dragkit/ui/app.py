@@ -38,10 +38,11 @@ GRADIO_CACHE = (3600, 86400)  # every hour, delete Gradio's cached files older t
 
 
 def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optional[str] = None,
-              max_side: int = ss.DEFAULT_MAX_SIDE, seed: int = 0, work_dir: Optional[str] = None) -> gr.Blocks:
+              upload_max_side: int = ss.DEFAULT_UPLOAD_MAX_SIDE, seed: int = 0,
+              work_dir: Optional[str] = None) -> gr.Blocks:
     """The Blocks app over ``editor`` (loaded once by the caller). ``defaults`` maps method → config shown at start
     (paper defaults unless overridden); ``method`` is the one selected at start."""
-    ctx = AppContext.create(editor, defaults, max_side, work_dir)
+    ctx = AppContext.create(editor, defaults, upload_max_side, work_dir)
     method = method if method in ctx.methods else ctx.methods[0]
     # Gradio keeps its own copies of uploads and results (in $GRADIO_TEMP_DIR): a day's worth at most, and none
     # after the server stops; dragkit's work folder goes when the server's process ends (AppContext).
@@ -51,7 +52,7 @@ def build_app(editor, defaults: Optional[dict[str, Any]] = None, method: Optiona
         demo.unload(unload_handler(ctx))
     demo.queue(default_concurrency_limit=8)
     demo.dragkit_context = ctx
-    demo.dragkit_js = layout.upload_guard_js(max_side)
+    demo.dragkit_js = layout.upload_guard_js(upload_max_side)
     return demo
 
 

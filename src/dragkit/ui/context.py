@@ -40,15 +40,15 @@ class AppContext:
     params: dict[str, list[params_mod.Param]]  # method → its advanced parameters
     gen_params: dict[str, params_mod.Param]  # GenerationConfig field → parameter
     work: Path  # where exports, imports, edit files and trajectories are written
-    max_side: int = ss.DEFAULT_MAX_SIDE
+    upload_max_side: int = ss.DEFAULT_UPLOAD_MAX_SIDE
     device_lock: threading.Lock = field(default_factory=threading.Lock)
     cancel_flags: CancelFlags = field(default_factory=CancelFlags)
     preparations: Preparations = field(default_factory=Preparations)
     live_edits: LiveEdits = field(default_factory=LiveEdits)
 
     @classmethod
-    def create(cls, editor: Any, defaults: Optional[dict[str, Any]] = None, max_side: int = ss.DEFAULT_MAX_SIDE,
-               work_dir: Optional[str] = None) -> AppContext:
+    def create(cls, editor: Any, defaults: Optional[dict[str, Any]] = None,
+               upload_max_side: int = ss.DEFAULT_UPLOAD_MAX_SIDE, work_dir: Optional[str] = None) -> AppContext:
         """The context over ``editor``: ``defaults`` maps method → start config (paper defaults where missing), with
         the loaded model family's layer choices (SD-1.5 or SDXL) and the model's canvas size filled in. Without ``work_dir`` the
         files go to a new ``dragkit-ui-*`` folder in the temp dir, removed with the context (at the latest when the
@@ -63,7 +63,7 @@ class AppContext:
         params = {m: params_mod.method_params(m, defaults[m], family, size) for m in method_names()}
         gen_params = {p.name: p for p in params_mod.method_params("generate", GenerationConfig(width=size, height=size),
                                                                     family)}
-        ctx = cls(editor, defaults, params, gen_params, work, max_side)
+        ctx = cls(editor, defaults, params, gen_params, work, upload_max_side)
         if work_dir is None:
             ctx._cleanup = weakref.finalize(ctx, shutil.rmtree, str(work), True)
         return ctx

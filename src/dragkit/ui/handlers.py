@@ -85,7 +85,7 @@ def on_editor(ctx: AppContext, value: Optional[dict], sess: ss.Session) -> Updat
             return {} if sess.image is not None else {"session": sess, "view": None, "status": texts.NO_IMAGE}
         new_image = ss.fingerprint(background) != sess.fingerprint
         if new_image:
-            sess = ss.set_image(ss.Session(), ss.upload_image(background), ctx.max_side)
+            sess = ss.set_image(ss.Session(), ss.upload_image(background), ctx.upload_max_side)
             sess = dataclasses.replace(sess, fingerprint=ss.fingerprint(background))
         masked = ss.set_mask(sess, ss.mask_from_layers(value.get("layers") or [], sess.image.size))
         if not new_image and ss.same_mask(masked.mask, sess.mask):
@@ -506,7 +506,7 @@ def on_import(ctx: AppContext, files: Any) -> Updates:
     # stay in the box and be read again with every later import).
     try:
         req, extra = exchange.import_edit(files if isinstance(files, list) else [files], ctx.fresh_dir("import-"))
-        sess = ss.from_request(req, ctx.max_side, extra)
+        sess = ss.from_request(req, ctx.upload_max_side, extra)
     except DragError as exc:
         return {"status": texts.error(exc), "import_files": None}
     except Exception as exc:
@@ -561,9 +561,10 @@ def on_send(ctx: AppContext, gen: Optional[dict]) -> Updates:
     if not gen:
         return {"gen_status": texts.error(DragError("generate an image first"))}
     image = gen["generation"].image
-    if max(image.size) > ctx.max_side:
-        return {"gen_status": texts.error(DragError(f"the image is larger than the app's --max-side {ctx.max_side}"))}
-    sess = ss.set_image(ss.Session(), image, ctx.max_side)
+    if max(image.size) > ctx.upload_max_side:
+        return {"gen_status": texts.error(
+            DragError(f"the image is larger than the app's --upload-max-side {ctx.upload_max_side}"))}
+    sess = ss.set_image(ss.Session(), image, ctx.upload_max_side)
     text = "Generated image: it is dragged from its saved latents. " + texts.points_status(sess)
     return {**points_updates(sess, text), "editor_in": editor_value(sess), "result_img": None, "prepared": None,
             "tabs": gr.Tabs(selected="drag-tab")}

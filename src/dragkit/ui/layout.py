@@ -23,8 +23,8 @@ CSS = "#result img { width: 100%; height: 100%; object-fit: contain; image-rende
 
 # A very large upload would freeze the tab for minutes: the canvas editor works (and sends its layers back) at full
 # size before the server could downscale it. This page script, run once at load, intercepts a file chosen or dropped
-# on the input editor and, when it is larger than the app's --max-side, hands the editor a copy downscaled in the
-# browser, with a note under the editor saying so (the server still checks and downscales what it receives).
+# on the input editor and, when it is larger than the app's --upload-max-side, hands the editor a copy downscaled in
+# the browser, with a note under the editor saying so (the server still checks and downscales what it receives).
 UPLOAD_GUARD_JS = """
 () => {
   const maxSide = MAX_SIDE;
@@ -91,9 +91,10 @@ UPLOAD_GUARD_JS = """
 """
 
 
-def upload_guard_js(max_side: int) -> str:
-    """The page script of :data:`UPLOAD_GUARD_JS` for an app that edits at most ``max_side`` px per side."""
-    return UPLOAD_GUARD_JS.replace("MAX_SIDE", str(int(max_side)))
+def upload_guard_js(upload_max_side: int) -> str:
+    """The page script of :data:`UPLOAD_GUARD_JS` for an app that takes uploads of at most ``upload_max_side`` px
+    per side."""
+    return UPLOAD_GUARD_JS.replace("MAX_SIDE", str(int(upload_max_side)))
 
 
 INTRO = ("## dragkit — point-based image editing\n"

@@ -20,7 +20,7 @@ from ..types import DragError, DragRequest
 
 Point = tuple[int, int]
 
-DEFAULT_MAX_SIDE = 1024  # larger uploads are downscaled (aspect kept) so that one edit fits a consumer GPU
+DEFAULT_UPLOAD_MAX_SIDE = 1024  # larger uploads are downscaled (aspect kept) so that one edit fits a consumer GPU
 
 
 @dataclass(frozen=True)
@@ -52,12 +52,12 @@ class Session:
 fingerprint = pixels_sha256
 
 
-def fit_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
-    """(w, h) scaled down (aspect kept) so that the longer side is at most ``max_side``; unchanged if it fits."""
+def fit_size(size: tuple[int, int], longest: int) -> tuple[int, int]:
+    """(w, h) scaled down (aspect kept) so that the longer side is at most ``longest``; unchanged if it fits."""
     w, h = size
-    if max(w, h) <= max_side:
+    if max(w, h) <= longest:
         return w, h
-    s = max_side / max(w, h)
+    s = longest / max(w, h)
     return max(1, round(w * s)), max(1, round(h * s))
 
 
@@ -80,16 +80,16 @@ def brush_radius(size: tuple[int, int]) -> int:
     return max(1, round(min(size) / 32))
 
 
-def set_image(session: Session, image: Image.Image, max_side: int = DEFAULT_MAX_SIDE) -> Session:
+def set_image(session: Session, image: Image.Image, upload_max_side: int = DEFAULT_UPLOAD_MAX_SIDE) -> Session:
     """A new upload: keep it whole (never cropped), downscale if too large, forget mask and points."""
     fp = fingerprint(image)
     image = image.convert("RGB")
     original = image.size
-    size = fit_size(image.size, max_side)
+    size = fit_size(image.size, upload_max_side)
     notice = ""
     if size != image.size:
         notice = (f"The image is {image.size[0]}×{image.size[1]}; it was downscaled to {size[0]}×{size[1]} "
-                  f"(longest side at most {max_side} px) and the result has that size.")
+                  f"(longest side at most {upload_max_side} px) and the result has that size.")
         image = image.resize(size, Image.LANCZOS)
     return Session(image=image, fingerprint=fp, notice=notice, original_size=original if notice else None)
 
@@ -180,9 +180,10 @@ def build_request(session: Session, prompt: str = "") -> DragRequest:
     return DragRequest(session.image, session.handles, session.targets, session.mask, prompt or "")
 
 
-def from_request(request: DragRequest, max_side: int = DEFAULT_MAX_SIDE, extra: Optional[dict] = None) -> Session:
+def from_request(request: DragRequest, upload_max_side: int = DEFAULT_UPLOAD_MAX_SIDE,
+                 extra: Optional[dict] = None) -> Session:
     """A session replaying ``request`` (downscaled like an upload; points and mask follow the image)."""
-    session = set_image(Session(), request.image, max_side)
+    session = set_image(Session(), request.image, upload_max_side)
     sx = session.image.size[0] / request.image.size[0]
     sy = session.image.size[1] / request.image.size[1]
     w, h = session.image.size
