@@ -19,3 +19,11 @@ def test_the_web_apps_upload_cap_is_upload_max_side_and_max_side_stays_its_old_f
     args = build_parser().parse_args(["ui", flag, "300"])
     assert args.upload_max_side == 300 and not hasattr(args, "max_side")  # the config's max_side is --set max_side=N
 
+
+def test_the_ui_sessions_int_points_are_pixel_points():
+    from dragkit import types
+    from dragkit.ui import session as ss
+
+    assert types.Point == tuple[float, float] and ss.PixelPoint == tuple[int, int]
+    assert not hasattr(ss, "Point")
+

@@ -18,7 +18,8 @@ from PIL import Image
 from ..images import pixels_sha256
 from ..types import DragError, DragRequest
 
-Point = tuple[int, int]
+PixelPoint = tuple[int, int]  # an (x, y) pixel of the session's image, whole numbers (a click snapped to the image); a
+# request's points are :data:`dragkit.types.Point` (floats)
 
 DEFAULT_UPLOAD_MAX_SIDE = 1024  # larger uploads are downscaled (aspect kept) so that one edit fits a consumer GPU
 
@@ -28,17 +29,17 @@ class Session:
     image: Optional[Image.Image] = None  # RGB, what is edited (downscaled upload)
     fingerprint: str = ""  # of the *uploaded* pixels, to tell a new upload from a mask stroke on the same image
     mask: Optional[np.ndarray] = None  # H×W uint8 {0,1}, 1 = editable; None = nothing painted (all editable)
-    points: tuple[Point, ...] = ()  # handle, target, handle, target, …
+    points: tuple[PixelPoint, ...] = ()  # handle, target, handle, target, …
     notice: str = ""  # e.g. "downscaled from 4000×3000"
     original_size: Optional[tuple[int, int]] = None  # size of the upload before downscaling
     extra: dict = field(default_factory=dict)  # e.g. method/config restored by an import
 
     @property
-    def handles(self) -> list[Point]:
+    def handles(self) -> list[PixelPoint]:
         return list(self.points[0::2])
 
     @property
-    def targets(self) -> list[Point]:
+    def targets(self) -> list[PixelPoint]:
         return list(self.points[1::2])
 
     @property
@@ -133,14 +134,14 @@ def same_mask(a: Optional[np.ndarray], b: Optional[np.ndarray]) -> bool:
     return a.shape == b.shape and bool(np.array_equal(a, b))
 
 
-def click_to_pixel(index: tuple[float, float], scale: int, size: tuple[int, int]) -> Point:
+def click_to_pixel(index: tuple[float, float], scale: int, size: tuple[int, int]) -> PixelPoint:
     """Pixel of the image under a click at ``index`` = (x, y) on a view upscaled by the integer ``scale``."""
     w, h = size
     x, y = (int(v) // scale for v in index)
     return min(max(x, 0), w - 1), min(max(y, 0), h - 1)
 
 
-def add_point(session: Session, point: Point) -> Session:
+def add_point(session: Session, point: PixelPoint) -> Session:
     if session.image is None:
         raise DragError("upload an image first")
     w, h = session.image.size
@@ -187,7 +188,7 @@ def from_request(request: DragRequest, upload_max_side: int = DEFAULT_UPLOAD_MAX
     sx = session.image.size[0] / request.image.size[0]
     sy = session.image.size[1] / request.image.size[1]
     w, h = session.image.size
-    points: list[Point] = []
+    points: list[PixelPoint] = []
     for hp, tp in zip(request.handles, request.targets):
         for x, y in (hp, tp):
             points.append((min(max(int(round(x * sx)), 0), w - 1), min(max(int(round(y * sy)), 0), h - 1)))
