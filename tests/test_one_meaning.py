@@ -27,3 +27,17 @@ def test_the_ui_sessions_int_points_are_pixel_points():
     assert types.Point == tuple[float, float] and ss.PixelPoint == tuple[int, int]
     assert not hasattr(ss, "Point")
 
+
+def test_the_jobs_failure_status_is_worded_in_texts():
+    from pathlib import Path
+
+    from dragkit.types import DragError, EditCancelled
+    from dragkit.ui import job, texts
+
+    assert texts.failure(EditCancelled()) == texts.CANCELLED == "Cancelled."
+    assert texts.failure(DragError("bad point\nmore")) == "**Error:** bad point"
+    failed = "**Error:** the preparation failed: OSError: disk full"
+    assert texts.failure(OSError("disk full"), "preparation") == failed
+    assert texts.failure(RuntimeError()) == "**Error:** the edit failed: RuntimeError"
+    source = Path(job.__file__).read_text()
+    assert "\"**" not in source and "failed:" not in source and "Cancelled.\"" not in source  # worded in texts.py

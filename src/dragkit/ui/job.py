@@ -60,15 +60,11 @@ class Progress:
 
 
 def failure_text(exc: BaseException, what: str = "edit") -> str:
-    """The one-line status of an edit (or another ``what``) that ended with ``exc`` ("Cancelled.", or
-    "**Error:** …"; unexpected errors are logged with their traceback)."""
-    if isinstance(exc, EditCancelled):
-        return texts.CANCELLED
-    if isinstance(exc, DragError):
-        return texts.error(exc)
-    logger.error("%s failed", what, exc_info=exc)
-    detail = f": {texts.first_line(exc)}" if str(exc).strip() else ""
-    return texts.error(RuntimeError(f"the {what} failed: {type(exc).__name__}{detail}"))
+    """The one-line status of an edit (or another ``what``) that ended with ``exc``, in :func:`texts.failure`'s words;
+    unexpected errors (neither cancelled nor a :class:`~dragkit.types.DragError`) are logged with their traceback."""
+    if not isinstance(exc, (EditCancelled, DragError)):
+        logger.error("%s failed", what, exc_info=exc)
+    return texts.failure(exc, what)
 
 
 class CancelFlags:

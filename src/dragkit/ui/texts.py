@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from ..errors import first_line
-from ..types import EDIT_STAGES, DragResult, ProgressEvent
+from ..types import EDIT_STAGES, DragError, DragResult, EditCancelled, ProgressEvent
 from . import session as ss
 
 START = "Upload an image to start."
@@ -36,6 +36,17 @@ NO_MASK = ("no mask painted: the whole image may change (backgrounds and texture
 def error(exc: BaseException) -> str:
     """``exc`` as a one-line "**Error:** …" status."""
     return f"**Error:** {first_line(exc)}"
+
+
+def failure(exc: BaseException, what: str = "edit") -> str:
+    """The one-line status of an edit (or another ``what``: "preparation", "generation") that ended with ``exc``:
+    "Cancelled.", a :class:`~dragkit.types.DragError`'s own words, or "**Error:** the edit failed: RuntimeError: …"
+    for an unexpected error."""
+    if isinstance(exc, EditCancelled):
+        return CANCELLED
+    if isinstance(exc, DragError):
+        return error(exc)
+    return f"**Error:** the {what} failed: {first_line(exc, with_type=True)}"
 
 
 def warnings_note(warnings: Sequence[str]) -> str:
