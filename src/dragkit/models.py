@@ -342,6 +342,15 @@ def pipeline_class(family: str):
     return StableDiffusionPipeline, dict(safety_checker=None, requires_safety_checker=False)
 
 
+def dtype_kwargs(dtype: torch.dtype) -> dict:
+    """The dtype argument of diffusers' ``from_pretrained`` / ``from_single_file``: ``dtype=`` where diffusers takes
+    it (it deprecates ``torch_dtype``), ``torch_dtype=`` before that (older diffusers ignore an unknown ``dtype=`` and
+    load in float32)."""
+    from diffusers.utils import deprecation_utils
+
+    return {"dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype": dtype}
+
+
 def load_pipeline(model: str, *, torch_dtype: torch.dtype = torch.float32, vae: Optional[str] = None,
                   config: Optional[str] = None, allow_pickle: bool = False):
     """A ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline`` (detected) from a local folder, a single file,
@@ -352,7 +361,7 @@ def load_pipeline(model: str, *, torch_dtype: torch.dtype = torch.float32, vae: 
         if path.is_file():
             _check_checkpoint_format(path, allow_pickle)
         cls, extra = pipeline_class(detect_family(model, config))
-        kwargs = dict(dtype=torch_dtype, **extra)
+        kwargs = dict(dtype_kwargs(torch_dtype), **extra)
         if path.is_dir():
             if not (path / "model_index.json").exists() and not (path / "unet").is_dir():
                 raise ModelLoadError(f"{model}: not a diffusers model folder (no model_index.json)")
@@ -386,11 +395,11 @@ def _load_vae(vae: str, torch_dtype: torch.dtype, allow_pickle: bool):
     vae_path = Path(vae).expanduser()
     if vae_path.is_file():
         _check_checkpoint_format(vae_path, allow_pickle)
-        return AutoencoderKL.from_single_file(str(vae_path), dtype=torch_dtype)
+        return AutoencoderKL.from_single_file(str(vae_path), **dtype_kwargs(torch_dtype))
     if vae_path.is_dir():
-        return AutoencoderKL.from_pretrained(str(vae_path), dtype=torch_dtype, local_files_only=True)
+        return AutoencoderKL.from_pretrained(str(vae_path), **dtype_kwargs(torch_dtype), local_files_only=True)
     if HUB_ID.match(vae):
-        return _from_hub(vae, dict(dtype=torch_dtype), cls=AutoencoderKL)
+        return _from_hub(vae, dtype_kwargs(torch_dtype), cls=AutoencoderKL)
     raise ModelLoadError(f"VAE path not found: {vae}")
 
 
@@ -408,7 +417,8 @@ def load_style_lora(pipe, path: str, scale: float = 1.0, allow_pickle: bool = Fa
         raise ModelLoadError(f"style LoRA not found: {path}")
     _check_checkpoint_format(file, allow_pickle)
     try:
-        pipe.load_lora_weights(str(file), adapter_name=STYLE_ADAPTER)
+        # folder + weight_name: older diffusers (0.30-0.32 seen) take a bare file path for a Hub repo when offline
+        pipe.load_lora_weights(str(file.parent), weight_name=file.name, adapter_name=STYLE_ADAPTER)
         pipe.set_adapters([STYLE_ADAPTER], adapter_weights=[scale])
     except Exception as exc:  # diffusers/peft raise many kinds; the user needs one line
         raise ModelLoadError(f"could not load style LoRA {path!r}: {first_line(exc)}") from exc

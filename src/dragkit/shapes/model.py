@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from ..tokenizer import VOCAB_SIZE, byte_tokenizer
+from ..tokenizer import VOCAB_SIZE, byte_tokenizer, byte_tokenizer_files
 
 IMAGE_SIZE = 64
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -158,3 +158,26 @@ def save_pipeline_fp16(pipe, directory: str | Path) -> None:
     """Save as a diffusers folder with fp16 safetensors (loads in any dtype: diffusers casts on load)."""
     pipe.to(torch.float16).save_pretrained(str(directory), safe_serialization=True)
     pipe.to(torch.float32)
+    # transformers 5 saves the tokenizer as tokenizer.json alone, which transformers 4.x's CLIPTokenizer cannot read:
+    # add its vocab.json / merges.txt pair so the folder loads with either (README "Dependency floors")
+    for name in ("tokenizer", "tokenizer_2"):
+        if (Path(directory) / name).is_dir():
+            byte_tokenizer_files(Path(directory) / name)
+    for name in ("text_encoder", "text_encoder_2"):
+        if (Path(directory) / name / "model.safetensors").is_file():
+            legacy_text_encoder_keys(Path(directory) / name / "model.safetensors")
+
+
+def legacy_text_encoder_keys(file: str | Path) -> None:
+    """Rewrite a ``CLIPTextModel``'s safetensors in the ``text_model.``-prefixed key layout. transformers 5 saves it
+    without the prefix, and transformers 4.x loads such a file as all-missing weights — a randomly initialised text
+    encoder, with a warning only; the prefixed layout (that of every SD-1.5 / SDXL checkpoint) loads in both."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(file), "pt") as f:
+        metadata = f.metadata()
+        state = {key: f.get_tensor(key) for key in f.keys()}
+    if any(key.startswith("text_model.") for key in state):
+        return
+    save_file({"text_model." + key: value for key, value in state.items()}, str(file), metadata=metadata)

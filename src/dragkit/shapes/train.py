@@ -213,7 +213,9 @@ def train(work: str | Path, export: Optional[str | Path], vae_steps: int, unet_s
     if vae_from is not None:
         from diffusers import AutoencoderKL
 
-        vae = AutoencoderKL.from_pretrained(str(Path(vae_from) / "vae"), dtype=torch.float32)
+        from ..models import dtype_kwargs
+
+        vae = AutoencoderKL.from_pretrained(str(Path(vae_from) / "vae"), **dtype_kwargs(torch.float32))
         vae = vae.eval().requires_grad_(False)
         scaling = float(vae.config.scaling_factor)
     else:
