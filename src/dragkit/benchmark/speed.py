@@ -284,8 +284,7 @@ def _sd15_modules():
     unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8,
                                 block_out_channels=(320, 640, 1280, 1280), layers_per_block=2)
     vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                        scaling_factor=0.18215)
+                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
     text = CLIPTextModel(CLIPTextConfig(vocab_size=VOCAB_SIZE, hidden_size=768, intermediate_size=3072,
                                         num_hidden_layers=12, num_attention_heads=12, max_position_embeddings=77,
                                         bos_token_id=512, eos_token_id=513, pad_token_id=513))
@@ -748,16 +747,17 @@ def warm_summary(rows: list[dict]) -> list[str]:
     return lines
 
 
-def run_speed(args: argparse.Namespace) -> int:
-    """``dragkit bench speed``: the rows (--json), their table and the warm ÷ cold lines; exit 1 if a run failed."""
+def run_speed(args: argparse.Namespace) -> tuple[list[dict], list[str]]:
+    """``dragkit bench speed``: (this run's rows, as --json has them; the report — the table and the warm ÷ cold
+    lines, or with --flops the FLOP table). The command (:mod:`dragkit.cli.bench`) prints the report."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.flops:
         if args.arch not in PIPELINES:
             raise SystemExit("--flops counts a full-size architecture: --arch sd15 or --arch sdxl")
         rows = count_flops(args)
-        print(flops_markdown(rows[rows.kept:]))
-        return 0
+        rows = rows[rows.kept:]
+        return rows, [flops_markdown(rows)]
     if args.generated:
         device = select_device(args.device)
         model = load_model(args, device, select_dtype(device, args.dtype))
@@ -767,17 +767,16 @@ def run_speed(args: argparse.Namespace) -> int:
     else:
         rows = run(args)
     rows = rows[rows.kept:]  # this run's
-    print(markdown(rows))
-    for line in warm_summary(rows):
-        print(line)
-    return 1 if any("error" in r for r in rows) else 0
+    return rows, [markdown(rows), *warm_summary(rows)]
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="dragkit bench speed", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
-    return run_speed(p.parse_args(argv))
+    from ..cli.bench import run_speed as command  # the command prints; this module computes
+
+    return command(p.parse_args(argv))
 
 
 if __name__ == "__main__":

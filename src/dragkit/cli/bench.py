@@ -167,9 +167,12 @@ def _add_speed(sub) -> None:
 
 
 def run_speed(args: argparse.Namespace) -> int:
+    """Print the speed benchmark's report; exit 1 when a run failed (an error row)."""
     from ..benchmark.speed import run_speed as run
 
-    return run(args)
+    rows, report = run(args)
+    print("\n".join(report))
+    return 1 if any("error" in r for r in rows) else 0
 
 
 def add_parser(sub) -> None:
